@@ -1,0 +1,546 @@
+//! `proxy.toml`: the raw serde shape of the file, and the validated [`Config`]
+//! the rest of the proxy reads.
+//!
+//! Parsing goes through `serde_path_to_error` so that every error, whether
+//! the TOML is malformed, a key is unknown, or a value has the wrong type,
+//! names the dotted key it is about (`upstream.timeout: invalid duration …`).
+//! Validation that serde cannot express (URL schemes, ranges) happens in
+//! [`Config::from_raw`] and names its key the same way.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variable naming the config file when `--config` is absent.
+pub const CONFIG_ENV: &str = "CLOAKROOM_CONFIG";
+/// Environment override for `listen` (what a sidecar sets most).
+pub const LISTEN_ENV: &str = "CLOAKROOM_LISTEN";
+/// Environment override for `upstream.url`.
+pub const UPSTREAM_URL_ENV: &str = "CLOAKROOM_UPSTREAM_URL";
+/// The config file read when neither `--config` nor `CLOAKROOM_CONFIG` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "proxy.toml";
+
+/// A problem with the configuration, always naming the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+    /// A key is missing, unknown, mistyped or has a value that is not allowed.
+    #[error("{key}: {message}")]
+    Key {
+        /// The dotted key, e.g. `upstream.url`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Key {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Address the proxy listens on.
+    pub listen: SocketAddr,
+    /// Where requests go.
+    pub upstream: UpstreamConfig,
+    /// Limits and timeouts of the client-facing side.
+    pub server: ServerConfig,
+    /// Request logging.
+    pub log: LogConfig,
+}
+
+/// `[upstream]`: the application behind the proxy.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamConfig {
+    /// Base URL; a path in it is prefixed to every forwarded path.
+    #[serde(serialize_with = "ser_url")]
+    pub url: url::Url,
+    /// How long to wait for the upstream's response headers before a 504.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// How long to wait for a TCP connection before a 502.
+    #[serde(with = "duration_text")]
+    pub connect_timeout: Duration,
+    /// Send the client's `Host` upstream (true) or the upstream URL's (false).
+    pub preserve_host: bool,
+    /// Idle pooled connections to the upstream kept per host.
+    pub pool_max_idle: usize,
+    /// How long an idle pooled upstream connection is kept.
+    #[serde(with = "duration_text")]
+    pub pool_idle_timeout: Duration,
+}
+
+/// `[server]`: what the proxy accepts from clients.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerConfig {
+    /// Connections served at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head (slowloris guard).
+    #[serde(with = "duration_text")]
+    pub header_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// Largest request head (request line + headers) in bytes; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more gets 431.
+    pub max_headers: usize,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[serde(with = "duration_text")]
+    pub shutdown_timeout: Duration,
+}
+
+/// `[log]`: the request log.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogConfig {
+    /// `plain` or `json`.
+    pub format: LogFormat,
+    /// Filter used when `RUST_LOG` is not set, e.g. `info` or `cloakroom=debug`.
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+// ---- the raw shape of the file ----------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: Option<String>,
+    #[serde(default, with = "duration_text::option")]
+    timeout: Option<Duration>,
+    #[serde(default, with = "duration_text::option")]
+    connect_timeout: Option<Duration>,
+    preserve_host: Option<bool>,
+    pool_max_idle: Option<usize>,
+    #[serde(default, with = "duration_text::option")]
+    pool_idle_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    max_connections: Option<usize>,
+    #[serde(default, with = "duration_text::option")]
+    header_timeout: Option<Duration>,
+    #[serde(default, with = "duration_text::option")]
+    idle_timeout: Option<Duration>,
+    max_header_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    #[serde(default, with = "duration_text::option")]
+    shutdown_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<LogFormat>,
+    level: Option<String>,
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file the user named (`--config` or `CLOAKROOM_CONFIG`): it must exist.
+    Named(PathBuf),
+    /// `./proxy.toml`, which may be absent when the environment supplies
+    /// `CLOAKROOM_UPSTREAM_URL` (a sidecar configured by environment alone).
+    Default,
+}
+
+impl Config {
+    /// Reads, applies environment overrides and validates.
+    pub fn load(source: &Source) -> Result<Config, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        let text = match source {
+            Source::Named(path) => read(path)?,
+            Source::Default => {
+                let path = Path::new(DEFAULT_CONFIG_FILE);
+                match std::fs::read_to_string(path) {
+                    Ok(text) => text,
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound
+                            && env(UPSTREAM_URL_ENV).is_some() =>
+                    {
+                        String::new()
+                    }
+                    Err(source) => {
+                        return Err(ConfigError::Read {
+                            path: path.into(),
+                            source,
+                        })
+                    }
+                }
+            }
+        };
+        Config::parse_with_env(&text, env)
+    }
+
+    /// Parses `text` as `proxy.toml`, with no environment overrides.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with_env(text, |_| None)
+    }
+
+    /// Parses `text`, then lets `env` override the keys a sidecar sets most.
+    pub fn parse_with_env(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut raw = parse_raw(text)?;
+        if let Some(listen) = env(LISTEN_ENV) {
+            raw.listen = Some(listen);
+        }
+        if let Some(url) = env(UPSTREAM_URL_ENV) {
+            raw.upstream.url = Some(url);
+        }
+        Config::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8000");
+        let listen: SocketAddr = listen.parse().map_err(|_| {
+            ConfigError::key(
+                "listen",
+                format!("expected an address like 127.0.0.1:8000, got {listen:?}"),
+            )
+        })?;
+
+        let up = raw.upstream;
+        let url = up.url.ok_or_else(|| {
+            ConfigError::key(
+                "upstream.url",
+                format!("missing: set it in the file or with {UPSTREAM_URL_ENV}"),
+            )
+        })?;
+        let upstream = UpstreamConfig {
+            url: parse_upstream_url(&url)?,
+            timeout: positive("upstream.timeout", up.timeout, Duration::from_secs(60))?,
+            connect_timeout: positive(
+                "upstream.connect_timeout",
+                up.connect_timeout,
+                Duration::from_secs(5),
+            )?,
+            preserve_host: up.preserve_host.unwrap_or(true),
+            pool_max_idle: up.pool_max_idle.unwrap_or(64),
+            pool_idle_timeout: positive(
+                "upstream.pool_idle_timeout",
+                up.pool_idle_timeout,
+                Duration::from_secs(90),
+            )?,
+        };
+
+        let sv = raw.server;
+        let server = ServerConfig {
+            max_connections: at_least("server.max_connections", sv.max_connections, 1, 10_000)
+                .and_then(|n| {
+                    if n > crate::server::MAX_CONNECTIONS_LIMIT {
+                        Err(ConfigError::key(
+                            "server.max_connections",
+                            format!(
+                                "must be at most {}, got {n}",
+                                crate::server::MAX_CONNECTIONS_LIMIT
+                            ),
+                        ))
+                    } else {
+                        Ok(n)
+                    }
+                })?,
+            header_timeout: positive(
+                "server.header_timeout",
+                sv.header_timeout,
+                Duration::from_secs(10),
+            )?,
+            idle_timeout: positive(
+                "server.idle_timeout",
+                sv.idle_timeout,
+                Duration::from_secs(60),
+            )?,
+            // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
+            max_header_bytes: at_least(
+                "server.max_header_bytes",
+                sv.max_header_bytes,
+                8192,
+                32 * 1024,
+            )?,
+            max_headers: at_least("server.max_headers", sv.max_headers, 1, 100)?,
+            shutdown_timeout: positive(
+                "server.shutdown_timeout",
+                sv.shutdown_timeout,
+                Duration::from_secs(30),
+            )?,
+        };
+
+        let log = LogConfig {
+            format: raw.log.format.unwrap_or(LogFormat::Plain),
+            level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
+        };
+        tracing_subscriber::EnvFilter::try_new(&log.level)
+            .map_err(|e| ConfigError::key("log.level", format!("not a log filter: {e}")))?;
+
+        Ok(Config {
+            listen,
+            upstream,
+            server,
+            log,
+        })
+    }
+
+    /// The effective configuration as TOML, defaults filled in (`cloakroom check`).
+    pub fn to_toml(&self) -> String {
+        // Serializing plain strings, numbers and tables cannot fail.
+        let mut text = toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })
+}
+
+fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| toml_error("(file)", &e, text))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { "(file)".to_owned() } else { key };
+        toml_error(&key, e.inner(), text)
+    })
+}
+
+/// One line: the key, toml's message and where in the file it points.
+fn toml_error(key: &str, e: &toml::de::Error, text: &str) -> ConfigError {
+    let mut message = e.message().trim().replace("unknown field", "unknown key");
+    if let Some(span) = e.span() {
+        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+        message.push_str(&format!(" (line {line})"));
+    }
+    ConfigError::key(key, message)
+}
+
+fn parse_upstream_url(text: &str) -> Result<url::Url, ConfigError> {
+    let key = "upstream.url";
+    let url = url::Url::parse(text)
+        .map_err(|e| ConfigError::key(key, format!("not a URL ({e}): {text:?}")))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(ConfigError::key(
+                key,
+                "https upstreams are not supported yet; use http to a local upstream",
+            ))
+        }
+        other => {
+            return Err(ConfigError::key(
+                key,
+                format!("scheme must be http or https, got {other}"),
+            ))
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::key(key, "has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::key(
+            key,
+            "must not have a query string or fragment",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::key(key, "must not carry credentials"));
+    }
+    Ok(url)
+}
+
+fn positive(
+    key: &str,
+    value: Option<Duration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        Some(d) if d.is_zero() => Err(ConfigError::key(key, "must be longer than zero")),
+        Some(d) => Ok(d),
+        None => Ok(default),
+    }
+}
+
+fn at_least(
+    key: &str,
+    value: Option<usize>,
+    min: usize,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match value {
+        Some(v) if v < min => Err(ConfigError::key(
+            key,
+            format!("must be at least {min}, got {v}"),
+        )),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
+fn ser_url<S: serde::Serializer>(url: &url::Url, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(url.as_str())
+}
+
+/// Durations written as text: `30s`, `30m`, `12h`, `180d`, `1h 30m`.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?} ({e}); write it like 30s, 30m, 12h or 180d"
+            ))
+        })
+    }
+
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::Deserializer;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Plain => "plain",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    const MINIMAL: &str = "[upstream]\nurl = \"http://127.0.0.1:8080\"\n";
+
+    #[test]
+    fn minimal_file_gets_the_documented_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(c.upstream.timeout, Duration::from_secs(60));
+        assert!(c.upstream.preserve_host);
+        assert_eq!(c.server.max_headers, 100);
+        assert_eq!(c.log.format, LogFormat::Plain);
+    }
+
+    #[test]
+    fn durations_are_human_readable() {
+        let c = Config::parse(&format!(
+            "{MINIMAL}timeout = \"30s\"\n[server]\nidle_timeout = \"30m\"\nshutdown_timeout = \"180d\"\nheader_timeout = \"12h\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.upstream.timeout, Duration::from_secs(30));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(30 * 60));
+        assert_eq!(c.server.header_timeout, Duration::from_secs(12 * 3600));
+        assert_eq!(c.server.shutdown_timeout, Duration::from_secs(180 * 86400));
+    }
+
+    #[test]
+    fn every_error_names_its_key() {
+        assert_eq!(
+            err("[upstream]\nurl = \"ftp://x\"\n"),
+            "upstream.url: scheme must be http or https, got ftp"
+        );
+        assert!(err("").starts_with("upstream.url: missing"));
+        assert!(err(&format!("{MINIMAL}timeout = \"soon\"\n"))
+            .starts_with("upstream.timeout: invalid duration"));
+        assert!(
+            err(&format!("{MINIMAL}timeout = 5\n")).starts_with("upstream.timeout: invalid type")
+        );
+        assert!(err(&format!("{MINIMAL}colour = \"red\"\n"))
+            .starts_with("upstream.colour: unknown key `colour`"));
+        assert!(err(&format!("bogus = 1\n{MINIMAL}")).starts_with("bogus: unknown key `bogus`"));
+        assert!(err(&format!("listen = \"nowhere\"\n{MINIMAL}"))
+            .starts_with("listen: expected an address"));
+        assert!(err(&format!("{MINIMAL}[server]\nmax_connections = 0\n"))
+            .starts_with("server.max_connections: must be at least 1"));
+        assert!(err(&format!("{MINIMAL}[log]\nformat = \"xml\"\n"))
+            .starts_with("log.format: unknown variant"));
+        assert!(err("[upstream\n").starts_with("(file): "));
+    }
+
+    #[test]
+    fn environment_overrides_listen_and_upstream() {
+        let c = Config::parse_with_env("", |name| match name {
+            LISTEN_ENV => Some("0.0.0.0:9000".into()),
+            UPSTREAM_URL_ENV => Some("http://app:3000/base".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.upstream.url.path(), "/base");
+        let e = Config::parse_with_env(MINIMAL, |name| {
+            (name == UPSTREAM_URL_ENV).then(|| "gopher://x".into())
+        })
+        .unwrap_err();
+        assert!(e.to_string().starts_with("upstream.url: scheme"));
+    }
+
+    #[test]
+    fn effective_config_renders_and_reparses() {
+        let c = Config::parse(MINIMAL).unwrap();
+        let again = Config::parse(&c.to_toml()).unwrap();
+        assert_eq!(again.to_toml(), c.to_toml());
+    }
+}

@@ -1,0 +1,57 @@
+//! cloakroom: a reverse proxy that gives an unmodified web application
+//! server-side sessions.
+//!
+//! # Layout
+//!
+//! - [`config`]: `proxy.toml` → validated [`Config`]; errors name the key.
+//! - [`server`]: accept loop, connection cap, client timeouts, graceful shutdown.
+//! - [`proxy`]: [`proxy::handle`], the request pipeline as named steps.
+//! - [`upstream`]: the pooled client, request rewriting, upgrade tunnels.
+//! - [`hop`]: hop-by-hop header rules (RFC 9110 §7.6.1).
+//! - [`body`]: the response body type and a wrapper that watches it finish.
+//! - [`access_log`]: the one log line per request.
+//! - [`error`]: [`error::ProxyError`] → status and short body.
+//!
+//! # The life of a request
+//!
+//! 1. [`server`] accepts the connection (if under `server.max_connections`)
+//!    and hyper reads a request head within `server.header_timeout`;
+//!    oversized heads get 431, malformed ones 400, from hyper itself.
+//! 2. [`proxy::handle`] starts the log record and runs the pipeline:
+//!    requests a reverse proxy must not forward (`CONNECT`) are refused.
+//! 3. [`upstream::Upstream::forward`] rewrites the request (upstream path
+//!    prefix, hop-by-hop headers dropped, `X-Forwarded-*` set, `Host` kept or
+//!    replaced) and sends it over the pool; no connection → 502, no answer
+//!    within `upstream.timeout` → 504.
+//! 4. The response head is relayed with its hop-by-hop headers dropped and
+//!    its body streamed; a `101 Switching Protocols` becomes a byte tunnel.
+//! 5. When the body is finished (or abandoned), the log line is written.
+
+pub mod access_log;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod hop;
+pub mod proxy;
+pub mod server;
+pub mod upstream;
+
+use std::sync::Arc;
+
+pub use config::Config;
+
+/// Everything a request needs, shared by all connections.
+pub struct App {
+    /// The validated configuration.
+    pub config: Config,
+    /// The application behind the proxy.
+    pub upstream: upstream::Upstream,
+}
+
+impl App {
+    /// Builds the shared state from a validated configuration.
+    pub fn new(config: Config) -> Result<Arc<App>, config::ConfigError> {
+        let upstream = upstream::Upstream::new(&config.upstream)?;
+        Ok(Arc::new(App { config, upstream }))
+    }
+}

@@ -1,0 +1,133 @@
+//! The `cloakroom` command: parse the command line, load the configuration,
+//! set up logging, bind, and hand over to [`cloakroom::server::run`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cloakroom::config::{self, Config, LogFormat, Source};
+use cloakroom::{server, App};
+use tracing_subscriber::EnvFilter;
+
+/// A reverse proxy that gives an unmodified web application server-side sessions.
+#[derive(Parser)]
+#[command(name = "cloakroom", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Configuration file [default: ./proxy.toml]
+    #[arg(long, short, global = true, env = config::CONFIG_ENV, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default). CLOAKROOM_LISTEN and CLOAKROOM_UPSTREAM_URL
+    /// override `listen` and `upstream.url`.
+    Run,
+    /// Validate the configuration and print it with every default filled in;
+    /// exit 1 with a message naming the key on error.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let source = match cli.config {
+        Some(path) => Source::Named(path),
+        None => Source::Default,
+    };
+    let config = match Config::load(&source) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("cloakroom: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => {
+            print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Run => run(config),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cloakroom: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listen = config.listen;
+        let upstream = config.upstream.url.clone();
+        let app = match App::new(config) {
+            Ok(app) => app,
+            Err(e) => {
+                eprintln!("cloakroom: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cloakroom: listen: cannot bind {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener.local_addr().unwrap_or(listen);
+        tracing::info!(%upstream, "cloakroom listening on http://{addr}");
+        match server::run(listener, app, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn init_logging(config: &Config) {
+    // RUST_LOG, when set, wins over `log.level`.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutdown signal received");
+}

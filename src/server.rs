@@ -1,0 +1,232 @@
+//! The accept loop: connection cap, HTTP/1.1 and HTTP/2 on every connection,
+//! client timeouts, and graceful shutdown.
+//!
+//! [`run`] takes a listener that is already bound, so tests bind
+//! `127.0.0.1:0` and learn the port before the proxy starts.
+//!
+//! Timeouts on the client side, and what they guard against:
+//! - `server.header_timeout`: a request head must arrive whole within it
+//!   (slowloris). hyper starts this clock whenever an HTTP/1.1 connection
+//!   waits for a request head, so it also bounds the pause between two
+//!   requests on a kept-alive HTTP/1.1 connection. A new connection that has
+//!   sent no complete request within it (whatever protocol) is closed too.
+//! - `server.idle_timeout`: a connection with no request in flight for this
+//!   long is closed gracefully (HTTP/2 gets a GOAWAY).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::body::{Watch, Watched};
+use crate::config::ServerConfig;
+use crate::proxy;
+use crate::upstream::Peer;
+use crate::App;
+
+/// Upper bound on `server.max_connections`, so that draining can wait for
+/// all permits at once.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting, lets
+/// open connections finish their requests for up to
+/// `server.shutdown_timeout`, and returns.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let cfg = app.config.server.clone();
+    let max = cfg.max_connections.min(MAX_CONNECTIONS_LIMIT);
+    let slots = Arc::new(Semaphore::new(max));
+    let (stop_tx, stop_rx) = watch::channel(());
+    let http = Arc::new(http_builder(&cfg));
+    let mut backoff = Duration::from_millis(10);
+
+    tokio::pin!(shutdown);
+    loop {
+        // Take a slot before accepting: at the cap, new connections wait in
+        // the kernel's backlog instead of costing memory and descriptors here.
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let (stream, addr) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Usually EMFILE/ENFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed; backing off {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(10);
+        let conn = Connection {
+            app: app.clone(),
+            http: http.clone(),
+            peer: Peer { addr, tls: false },
+            stop: stop_rx.clone(),
+            _slot: slot,
+        };
+        tokio::spawn(conn.serve(stream));
+    }
+
+    drop(listener);
+    let open = max - slots.available_permits();
+    tracing::info!(
+        open,
+        "shutting down: no longer accepting, draining connections"
+    );
+    drop(stop_tx);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    match tokio::time::timeout(cfg.shutdown_timeout, slots.acquire_many(all)).await {
+        Ok(_) => tracing::info!("all connections closed"),
+        Err(_) => tracing::warn!(
+            open = max - slots.available_permits(),
+            "drain limit reached; closing the remaining connections"
+        ),
+    }
+    Ok(())
+}
+
+fn http_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout)
+        .max_buf_size(cfg.max_header_bytes)
+        .max_headers(cfg.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    builder
+}
+
+/// One accepted client connection and what it needs to be served.
+struct Connection {
+    app: Arc<App>,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    peer: Peer,
+    stop: watch::Receiver<()>,
+    /// Held until the connection is closed; counts against the cap.
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    async fn serve(mut self, stream: TcpStream) {
+        // Small responses and WebSocket frames should not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let activity = Activity::default();
+        let service = {
+            let (app, peer, activity) = (self.app.clone(), self.peer, activity.clone());
+            service_fn(move |req| {
+                let busy = activity.begin();
+                let app = app.clone();
+                async move {
+                    let resp = proxy::handle(app, peer, req).await;
+                    Ok::<_, Infallible>(resp.map(|body| Watched::new(body, busy)))
+                }
+            })
+        };
+        let conn = self
+            .http
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+
+        let cfg = &self.app.config.server;
+        let first_wait = cfg.header_timeout.min(cfg.idle_timeout);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(peer = %self.peer.addr, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                () = activity.idle(first_wait, cfg.idle_timeout), if !closing => {
+                    tracing::debug!(peer = %self.peer.addr, "closing idle connection");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = self.stop.changed(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// How many requests of one connection are in flight, and a way to wait
+/// until there have been none for a while.
+#[derive(Clone, Default)]
+struct Activity {
+    shared: Arc<ActivityShared>,
+}
+
+#[derive(Default)]
+struct ActivityShared {
+    in_flight: AtomicUsize,
+    changed: Notify,
+}
+
+impl Activity {
+    /// Marks a request as started; it ends when the returned guard drops
+    /// (the guard rides on the response body, so streaming counts as busy).
+    fn begin(&self) -> Busy {
+        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.shared.changed.notify_waiters();
+        Busy(self.shared.clone())
+    }
+
+    /// Resolves once nothing has been in flight for `first` (before the
+    /// first request starts) or `then` (after it).
+    async fn idle(&self, first: Duration, then: Duration) {
+        let mut wait = first;
+        loop {
+            let changed = self.shared.changed.notified();
+            tokio::pin!(changed);
+            // Register before reading the count, so no change is missed.
+            changed.as_mut().enable();
+            if self.shared.in_flight.load(Ordering::Acquire) == 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => return,
+                    () = changed => {}
+                }
+            } else {
+                changed.await;
+            }
+            wait = then;
+        }
+    }
+}
+
+/// A request in flight; dropping it ends the request.
+struct Busy(Arc<ActivityShared>);
+
+impl Watch for Busy {}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+    }
+}

@@ -1,0 +1,270 @@
+//! [`Upstream::forward`]: sends a client's request to the application over a
+//! pooled keep-alive HTTP/1.1 client and relays the answer, tunnelling the
+//! bytes of a protocol upgrade (WebSocket) once both sides agreed to it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::body::{self, ProxyBody};
+use crate::config::{ConfigError, UpstreamConfig};
+use crate::error::ProxyError;
+use crate::hop;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Who sent a request, as the connection (not the request) tells it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Whether the client reached the proxy over TLS.
+    pub tls: bool,
+}
+
+/// The application behind the proxy and a connection pool to it.
+pub struct Upstream {
+    client: Client<HttpConnector, Incoming>,
+    scheme: Scheme,
+    authority: Authority,
+    /// The upstream URL's path without its trailing slash; prefixed to every path.
+    prefix: String,
+    timeout: Duration,
+    preserve_host: bool,
+}
+
+impl Upstream {
+    /// A pooled client for `config.url`.
+    pub fn new(config: &UpstreamConfig) -> Result<Upstream, ConfigError> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle)
+            .build(connector);
+        let url = &config.url;
+        let host = url.host_str().unwrap_or_default();
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        Ok(Upstream {
+            client,
+            scheme: Scheme::HTTP,
+            authority: authority.parse().map_err(|_| ConfigError::Key {
+                key: "upstream.url".into(),
+                message: format!("{authority:?} is not a valid host and port"),
+            })?,
+            prefix: url.path().trim_end_matches('/').to_owned(),
+            timeout: config.timeout,
+            preserve_host: config.preserve_host,
+        })
+    }
+
+    /// Sends `req` upstream and returns the upstream's response head with its
+    /// body still streaming.
+    ///
+    /// Errors: no connection → [`ProxyError::UpstreamConnect`]; no response
+    /// head within `upstream.timeout` → [`ProxyError::UpstreamTimeout`];
+    /// anything else on the way → [`ProxyError::UpstreamFailed`].
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: Peer,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let upgrade = hop::requested_upgrade(req.headers());
+        let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let outgoing = self.prepare(req, peer, upgrade)?;
+
+        let sent = self.client.request(outgoing);
+        let mut resp = match tokio::time::timeout(self.timeout, sent).await {
+            Err(_) => return Err(ProxyError::UpstreamTimeout(self.timeout)),
+            Ok(Err(e)) if e.is_connect() => return Err(ProxyError::UpstreamConnect(e.into())),
+            Ok(Err(e)) => return Err(ProxyError::UpstreamFailed(e.into())),
+            Ok(Ok(resp)) => resp,
+        };
+
+        let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let protocol = resp.headers().get(header::UPGRADE).cloned();
+        hop::strip(resp.headers_mut());
+        if switched {
+            // Relay the switch only when the client asked for it: a 101 the
+            // client did not request would leave it speaking the wrong protocol.
+            let (Some(client_side), Some(protocol)) = (client_side, protocol) else {
+                return Err(ProxyError::UpstreamFailed(
+                    "upstream switched protocols unasked".into(),
+                ));
+            };
+            let upstream_side = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(client_side, upstream_side));
+            hop::set_upgrade(resp.headers_mut(), protocol);
+        }
+        Ok(resp.map(body::boxed))
+    }
+
+    /// Rewrites the client's request into the one the upstream gets.
+    fn prepare(
+        &self,
+        req: Request<Incoming>,
+        peer: Peer,
+        upgrade: Option<HeaderValue>,
+    ) -> Result<Request<Incoming>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+
+        // The authority the client addressed: the absolute-form target or
+        // HTTP/2's :authority wins over Host (RFC 9112 §3.2.3).
+        let client_host = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => parts.headers.get(header::HOST).cloned(),
+        };
+
+        parts.uri = self.target(&parts.uri)?;
+        // The pool speaks HTTP/1.1 to the upstream whatever the client spoke.
+        parts.version = Version::HTTP_11;
+
+        let headers = &mut parts.headers;
+        hop::strip(headers);
+        // The proxy answers `Expect: 100-continue` itself (hyper sends the
+        // 100 when the body is first read); the upstream sees a plain request.
+        headers.remove(header::EXPECT);
+        join_cookies(headers);
+        set_forwarded(headers, peer, client_host.as_ref());
+        match (&client_host, self.preserve_host) {
+            (Some(host), true) => headers.insert(header::HOST, host.clone()),
+            _ => headers.insert(
+                header::HOST,
+                HeaderValue::from_str(self.authority.as_str())
+                    .map_err(|_| ProxyError::BadRequest("bad upstream host\n"))?,
+            ),
+        };
+        if let Some(protocol) = upgrade {
+            hop::set_upgrade(headers, protocol);
+        }
+        Ok(Request::from_parts(parts, body))
+    }
+
+    /// The absolute URI on the upstream: its scheme and authority, its path
+    /// prefix, then the client's path and query exactly as sent.
+    fn target(&self, client: &Uri) -> Result<Uri, ProxyError> {
+        let pq = client
+            .path_and_query()
+            .map(PathAndQuery::as_str)
+            .unwrap_or("/");
+        if !pq.starts_with('/') {
+            return Err(ProxyError::BadRequest(
+                "the request target must be a path\n",
+            ));
+        }
+        let path_and_query = if self.prefix.is_empty() {
+            client
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"))
+        } else {
+            PathAndQuery::try_from(format!("{}{pq}", self.prefix))
+                .map_err(|_| ProxyError::BadRequest("bad request target\n"))?
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| ProxyError::BadRequest("bad request target\n"))
+    }
+}
+
+/// HTTP/2 clients may split `Cookie` into several fields; an HTTP/1.1
+/// upstream must get them as one, joined by "; " (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().count() < 2 {
+        return;
+    }
+    let joined: Vec<u8> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// `X-Forwarded-For` gets the client's address appended to what earlier
+/// proxies wrote; `-Proto` and `-Host` describe this hop and are replaced.
+fn set_forwarded(headers: &mut HeaderMap, peer: Peer, host: Option<&HeaderValue>) {
+    let ip = peer.addr.ip().to_string();
+    let mut chain: Vec<u8> = Vec::new();
+    for earlier in headers.get_all(&X_FORWARDED_FOR) {
+        chain.extend_from_slice(earlier.as_bytes());
+        chain.extend_from_slice(b", ");
+    }
+    chain.extend_from_slice(ip.as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&chain) {
+        headers.insert(&X_FORWARDED_FOR, value);
+    }
+    let proto = if peer.tls { "https" } else { "http" };
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    match host {
+        Some(host) => headers.insert(&X_FORWARDED_HOST, host.clone()),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+}
+
+/// Copies bytes both ways between the client and the upstream after a 101.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::warn!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
+        Err(e) => tracing::debug!(error = %e, "upgraded connection ended"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_appends_and_proto_host_replace() {
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("gopher"));
+        let peer = Peer {
+            addr: "192.0.2.7:5000".parse().unwrap(),
+            tls: false,
+        };
+        set_forwarded(&mut h, peer, Some(&HeaderValue::from_static("app.example")));
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 192.0.2.7");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "app.example");
+    }
+
+    #[test]
+    fn split_cookie_fields_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "a=1; b=2");
+    }
+}
