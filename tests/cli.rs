@@ -1,0 +1,147 @@
+//! The `cloakroom` binary, started the way a user starts it.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+
+fn cloakroom() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloakroom"));
+    cmd.env_remove("CLOAKROOM_CONFIG")
+        .env_remove("CLOAKROOM_LISTEN")
+        .env_remove("CLOAKROOM_UPSTREAM_URL")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_names_the_key_of_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[upstream]\nurl = \"ftp://x\"\n", "upstream.url: scheme must be http or https, got ftp"),
+        ("[upstream]\nurl = \"http://x\"\ntimeout = \"later\"\n", "upstream.timeout: invalid duration"),
+        ("[upstream]\nurl = \"http://x\"\n[server]\nmax_connection = 5\n", "server.max_connection: unknown key"),
+        ("listen = 8000\n[upstream]\nurl = \"http://x\"\n", "listen: invalid type"),
+        ("", "upstream.url: missing"),
+    ];
+    for (text, expected) in cases {
+        let path = write_config(&dir, text);
+        let out = cloakroom().arg("check").arg("--config").arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{text:?}: {stderr}");
+    }
+
+    let out = cloakroom()
+        .args(["check", "--config", "/nonexistent/proxy.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/proxy.toml"));
+}
+
+#[test]
+fn check_prints_the_effective_config_with_env_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, "[upstream]\nurl = \"http://127.0.0.1:8080\"\n");
+    let out = cloakroom()
+        .arg("check")
+        .env("CLOAKROOM_CONFIG", &path)
+        .env("CLOAKROOM_UPSTREAM_URL", "http://10.1.2.3:9000/app")
+        .env("CLOAKROOM_LISTEN", "127.0.0.1:9999")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("listen = \"127.0.0.1:9999\""), "{stdout}");
+    assert!(stdout.contains("url = \"http://10.1.2.3:9000/app\""), "{stdout}");
+    assert!(stdout.contains("header_timeout = \"10s\""), "{stdout}");
+}
+
+#[test]
+fn the_shipped_proxy_toml_is_valid() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml");
+    let out = cloakroom().args(["check", "--config", shipped]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn run_logs_each_request_and_exits_cleanly_on_sigterm() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[log]\nformat = \"json\"\n",
+            upstream.addr
+        ),
+    );
+    let mut child = cloakroom()
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+
+    // The startup line names the bound address.
+    let addr = within(async {
+        loop {
+            let line = lines.recv().await.expect("exited before listening");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split('"').next().unwrap().to_owned();
+            }
+        }
+    })
+    .await;
+
+    let url = format!("http://{addr}/slow?ms=700&secret=hunter2");
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+
+    let (status, _, _) = within(in_flight).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "the in-flight request was cut off");
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(exit.code(), Some(0));
+
+    let mut access = Vec::new();
+    while let Ok(line) = lines.try_recv() {
+        if line.contains("cloakroom::access") {
+            access.push(line);
+        }
+    }
+    assert_eq!(access.len(), 1, "{access:?}");
+    let line = &access[0];
+    for part in [
+        "\"method\":\"GET\"",
+        "\"path\":\"/slow\"",
+        "\"status\":200",
+        "\"bytes\":11",
+        "\"upstream_ms\":",
+        "\"duration_ms\":",
+    ] {
+        assert!(line.contains(part), "{part} missing from {line}");
+    }
+    assert!(!line.contains("hunter2"), "the query string was logged: {line}");
+}

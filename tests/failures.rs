@@ -1,0 +1,215 @@
+//! Bad upstreams, bad clients and floods get short, clear answers.
+
+mod support;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_502() {
+    // A port that was just free: nothing listens there.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let proxy = Proxy::start_url(&format!("http://{dead_addr}"), "", "").await;
+
+    let (status, headers, body) = get(&proxy.url("/anything")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.starts_with("502 Bad Gateway"), "{body}");
+    assert!(!body.contains(&dead_addr.to_string()), "leaks the upstream address");
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_without_answering_is_a_502() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"this is not HTTP\r\n\r\n").await;
+        }
+    });
+    let proxy = Proxy::start_url(&format!("http://{addr}"), "", "").await;
+    let (status, _, body) = get(&proxy.url("/")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(String::from_utf8_lossy(&body).starts_with("502"));
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_a_504() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "timeout = \"200ms\"", "").await;
+
+    let (status, _, body) = get(&proxy.url("/slow?ms=5000")).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(String::from_utf8_lossy(&body).starts_with("504 Gateway Timeout"));
+
+    // Within the limit, the answer is relayed.
+    let (status, _, body) = get(&proxy.url("/slow?ms=10")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "slow answer");
+}
+
+#[tokio::test]
+async fn oversized_or_too_many_headers_are_a_431() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(
+        &upstream,
+        "",
+        "[server]\nmax_header_bytes = 16384\nmax_headers = 50",
+    )
+    .await;
+
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let answer = raw(proxy.addr, big.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..60 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let answer = raw(proxy.addr, many.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+
+    // Just under the limits is fine.
+    let mut fine = String::from("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for i in 0..40 {
+        fine.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    fine.push_str("\r\n");
+    let answer = raw(proxy.addr, fine.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.80}");
+    assert_eq!(upstream.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn a_malformed_request_is_a_400() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+
+    for bad in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Name: v\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+        b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let answer = raw(proxy.addr, bad).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{:?} got {answer:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_client_too_slow_to_send_its_headers_is_cut_off() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "[server]\nheader_timeout = \"300ms\"").await;
+
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    // A slowloris: the start of a request head, then a trickle that never ends it.
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let closed = within(async {
+        loop {
+            if stream.write_all(b"X-A: b\r\n").await.is_err() {
+                return;
+            }
+            let mut buf = [0u8; 512];
+            match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+    });
+    closed.await;
+    assert!(upstream.seen().is_empty());
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.is_empty() || out.starts_with("HTTP/1.1 408"), "{out}");
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "[server]\nheader_timeout = \"300ms\"").await;
+
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = within(stream.read(&mut buf)).await.unwrap_or(0);
+    assert_eq!(n, 0, "expected the proxy to close the silent connection");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_its_timeout() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(
+        &upstream,
+        "",
+        "[server]\nidle_timeout = \"300ms\"\nheader_timeout = \"20s\"",
+    )
+    .await;
+
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read the whole first answer, then wait: the next read sees the close.
+    loop {
+        let n = within(stream.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "closed before answering");
+        got.extend_from_slice(&buf[..n]);
+        if got.ends_with(b"hello from upstream") {
+            break;
+        }
+    }
+    let n = within(stream.read(&mut buf)).await.unwrap_or(0);
+    assert_eq!(n, 0, "expected the idle connection to be closed");
+    assert_eq!(upstream.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "[server]\nmax_connections = 2").await;
+
+    // Two clients hold both slots with requests in flight.
+    let slow = |path: &'static str| {
+        let url = proxy.url(path);
+        tokio::spawn(async move { get(&url).await })
+    };
+    let first = slow("/slow?ms=1500");
+    let second = slow("/slow?ms=1500");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A third is accepted by the kernel but not served while both are busy.
+    let third_url = proxy.url("/third");
+    let mut third = tokio::spawn(async move { get(&third_url).await });
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut third).await;
+    assert!(early.is_err(), "served beyond the connection cap");
+    assert!(upstream.seen().is_empty());
+
+    // Once a slot frees up, it is served.
+    let (a, b) = (within(first).await.unwrap(), within(second).await.unwrap());
+    assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK));
+    let (status, _, body) = within(third).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "hello from upstream");
+}

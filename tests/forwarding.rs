@@ -1,0 +1,215 @@
+//! What the upstream sees of a client's request, and what the client sees of
+//! the upstream's answer.
+
+mod support;
+
+use http::{Request, StatusCode, Version};
+use support::*;
+
+#[tokio::test]
+async fn method_path_query_and_body_arrive_byte_for_byte() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+
+    let target = "/a/b%20c/../d;x=1?q=%2F%2f&empty=&dup=1&dup=2&utf=%C3%A9";
+    let body = b"\x00binary\xffbody\r\n".to_vec();
+    let req = Request::put(proxy.url(target))
+        .header("content-type", "application/octet-stream")
+        .header("x-app-header", "kept")
+        .body(full(body.clone()))
+        .unwrap();
+    let (status, headers, got) = send(&http1(), req).await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got, "hello from upstream");
+    assert_eq!(headers["x-upstream"], "yes");
+    let seen = upstream.only();
+    assert_eq!(seen.method, "PUT");
+    assert_eq!(seen.target, target);
+    assert_eq!(seen.body, body);
+    assert_eq!(seen.header("content-length").unwrap(), body.len().to_string());
+    assert_eq!(seen.header("x-app-header").unwrap(), "kept");
+    assert_eq!(seen.version, Version::HTTP_11);
+}
+
+#[tokio::test]
+async fn the_upstream_url_path_is_a_prefix() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start_url(&format!("http://{}/legacy/", upstream.addr), "", "").await;
+
+    get(&proxy.url("/page?x=1")).await;
+    get(&proxy.url("/")).await;
+
+    let targets: Vec<String> = upstream.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(targets, ["/legacy/page?x=1", "/legacy/"]);
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_dropped_in_both_directions() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+
+    let req = Request::get(proxy.url("/in"))
+        .header("connection", "x-client-hop")
+        .header("x-client-hop", "private")
+        .header("keep-alive", "timeout=9")
+        .header("proxy-connection", "keep-alive")
+        .header("te", "trailers")
+        .header("proxy-authorization", "Basic cHJveHk6cHc=")
+        .header("x-end-to-end", "kept")
+        .body(empty())
+        .unwrap();
+    send(&http1(), req).await;
+    let seen = upstream.only();
+    for name in [
+        "x-client-hop",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "proxy-authorization",
+    ] {
+        assert!(seen.header(name).is_none(), "{name} reached the upstream");
+    }
+    assert_ne!(seen.header("connection").as_deref(), Some("x-client-hop"));
+    assert_eq!(seen.header("x-end-to-end").unwrap(), "kept");
+
+    let (_, headers, _) = get(&proxy.url("/hop")).await;
+    for name in ["x-private-hop", "keep-alive", "proxy-authenticate"] {
+        assert!(headers.get(name).is_none(), "{name} reached the client");
+    }
+    assert_eq!(headers["x-kept"], "yes");
+    let cookies: Vec<_> = headers.get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["app=1; Path=/", "theme=dark"]);
+}
+
+#[tokio::test]
+async fn forwarded_headers_describe_the_client_and_host_is_kept() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+
+    let req = Request::get(proxy.url("/"))
+        .header("host", "app.example:8443")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "spoofed.example")
+        .body(empty())
+        .unwrap();
+    send(&http1(), req).await;
+    let seen = upstream.only();
+    assert_eq!(seen.header("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen.header("x-forwarded-proto").unwrap(), "http");
+    assert_eq!(seen.header("x-forwarded-host").unwrap(), "app.example:8443");
+    assert_eq!(seen.header("host").unwrap(), "app.example:8443");
+}
+
+#[tokio::test]
+async fn host_can_be_the_upstreams_own() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "preserve_host = false", "").await;
+
+    let req = Request::get(proxy.url("/"))
+        .header("host", "app.example")
+        .body(empty())
+        .unwrap();
+    send(&http1(), req).await;
+    let seen = upstream.only();
+    assert_eq!(seen.header("host").unwrap(), upstream.addr.to_string());
+    assert_eq!(seen.header("x-forwarded-host").unwrap(), "app.example");
+}
+
+#[tokio::test]
+async fn chunked_and_content_length_bodies_both_pass() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+
+    // No length: the client sends it chunked; the upstream gets it whole.
+    let req = Request::post(proxy.url("/chunked"))
+        .body(streaming_upload(200_000, None))
+        .unwrap();
+    send(&http1(), req).await;
+    // A length: the upstream gets the same length.
+    let req = Request::post(proxy.url("/sized"))
+        .body(full(vec![7u8; 1234]))
+        .unwrap();
+    send(&http1(), req).await;
+
+    let seen = upstream.seen();
+    assert_eq!(seen[0].header("transfer-encoding").unwrap(), "chunked");
+    assert_eq!(seen[0].body.len(), 200_000);
+    assert!(seen[0]
+        .body
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == pattern(i as u64)));
+    assert_eq!(seen[1].header("content-length").unwrap(), "1234");
+    assert!(seen[1].header("transfer-encoding").is_none());
+    assert_eq!(seen[1].body.len(), 1234);
+}
+
+#[tokio::test]
+async fn chunked_request_over_raw_http1() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+
+    let answer = raw(
+        proxy.addr,
+        b"POST /raw HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(upstream.only().body, "hello, world");
+}
+
+#[tokio::test]
+async fn http2_clients_are_served_and_spoken_for_in_http1() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+    let client = http2();
+
+    let req = Request::post(proxy.url("/h2?x=1"))
+        .header("cookie", "a=1")
+        .header("x-app", "two")
+        .body(full("from h2"))
+        .unwrap();
+    let (status, headers, body) = send(&client, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "hello from upstream");
+    assert_eq!(headers["x-upstream"], "yes");
+
+    let seen = upstream.only();
+    assert_eq!(seen.version, Version::HTTP_11);
+    assert_eq!(seen.target, "/h2?x=1");
+    assert_eq!(seen.body, "from h2");
+    assert_eq!(seen.header("host").unwrap(), proxy.addr.to_string());
+    assert_eq!(seen.header("cookie").unwrap(), "a=1");
+
+    // The response to an HTTP/2 client carries no connection-specific headers.
+    let resp = within(
+        client.request(
+            Request::get(proxy.url("/hop"))
+                .version(Version::HTTP_2)
+                .body(empty())
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.version(), Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().get("keep-alive").is_none());
+}
+
+#[tokio::test]
+async fn connect_is_refused_and_never_reaches_the_upstream() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+
+    let answer = raw(
+        proxy.addr,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(upstream.seen().is_empty());
+}

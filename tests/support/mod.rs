@@ -1,0 +1,399 @@
+//! Test support: a real upstream that records what it saw, the real proxy in
+//! front of it on an ephemeral port, and clients that speak HTTP/1.1, HTTP/2
+//! and raw bytes.
+
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cloakroom::{server, App, Config};
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_tungstenite::tungstenite::{self, protocol::Role};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type TestBody = BoxBody<Bytes, BoxError>;
+
+/// Fails the test instead of hanging it when something never happens.
+pub async fn within<T>(fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .expect("the test timed out after 30 s")
+}
+
+// ---- the upstream -----------------------------------------------------------
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query exactly as on the request line.
+    pub target: String,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Seen {
+    /// Every value of `name`, in order.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+
+    /// The single value of `name`, if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let all = self.all(name);
+        assert!(all.len() <= 1, "{name} appears {} times: {all:?}", all.len());
+        all.into_iter().next()
+    }
+}
+
+#[derive(Default)]
+struct UpstreamState {
+    seen: Mutex<Vec<Seen>>,
+    /// `/upload` signals here when the first body bytes have arrived.
+    upload_started: Notify,
+    /// `/download` waits here after its first chunk.
+    download_gate: Notify,
+}
+
+/// A real HTTP/1.1 application on loopback. Routes:
+/// - `/slow?ms=N`: waits N ms, then answers;
+/// - `/hop`: answers with hop-by-hop headers and the app's own cookie;
+/// - `/upload`: streams the body, counting it (not recorded), answers
+///   `<bytes> <checksum>`; signals once the first bytes arrive;
+/// - `/download?bytes=N`: sends one 64 KiB chunk, waits for
+///   [`Upstream::release_download`], then sends the rest;
+/// - `/ws`: a WebSocket echo;
+/// - anything else: records the request and answers `hello from upstream`.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    state: Arc<UpstreamState>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(UpstreamState::default());
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| route(state.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, state }
+    }
+
+    /// Everything recorded so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// The only request recorded so far.
+    pub fn only(&self) -> Seen {
+        let seen = self.seen();
+        assert_eq!(seen.len(), 1, "expected exactly one request upstream: {seen:?}");
+        seen.into_iter().next().unwrap()
+    }
+
+    pub async fn upload_started(&self) {
+        self.state.upload_started.notified().await
+    }
+
+    pub fn release_download(&self) {
+        self.state.download_gate.notify_one();
+    }
+}
+
+fn query_number(req: &Request<Incoming>, key: &str) -> u64 {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The pattern of byte `i` in generated bodies.
+pub fn pattern(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+async fn route(
+    state: Arc<UpstreamState>,
+    mut req: Request<Incoming>,
+) -> Result<Response<TestBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let resp = match path.as_str() {
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(query_number(&req, "ms"))).await;
+            text(StatusCode::OK, "slow answer")
+        }
+        "/hop" => {
+            let mut resp = text(StatusCode::OK, "hop");
+            let h = resp.headers_mut();
+            h.insert("connection", "x-private-hop".parse().unwrap());
+            h.insert("x-private-hop", "secret".parse().unwrap());
+            h.insert("keep-alive", "timeout=5".parse().unwrap());
+            h.insert("proxy-authenticate", "Basic".parse().unwrap());
+            h.append("set-cookie", "app=1; Path=/".parse().unwrap());
+            h.append("set-cookie", "theme=dark".parse().unwrap());
+            h.insert("x-kept", "yes".parse().unwrap());
+            resp
+        }
+        "/upload" => {
+            let mut body = req.into_body();
+            let (mut total, mut sum) = (0u64, 0u64);
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else {
+                    return Ok(text(StatusCode::BAD_REQUEST, "broken body"));
+                };
+                if let Some(data) = frame.data_ref() {
+                    if total == 0 && !data.is_empty() {
+                        state.upload_started.notify_one();
+                    }
+                    for (i, b) in data.iter().enumerate() {
+                        if *b != pattern(total + i as u64) {
+                            return Ok(text(StatusCode::BAD_REQUEST, "corrupt body"));
+                        }
+                        sum = sum.wrapping_add(*b as u64);
+                    }
+                    total += data.len() as u64;
+                }
+            }
+            text(StatusCode::OK, &format!("{total} {sum}"))
+        }
+        "/download" => {
+            let total = query_number(&req, "bytes");
+            let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(2);
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut sent = 0u64;
+                while sent < total {
+                    let n = (total - sent).min(64 * 1024);
+                    let chunk: Vec<u8> = (sent..sent + n).map(pattern).collect();
+                    if tx.send(Ok(Frame::data(chunk.into()))).await.is_err() {
+                        return;
+                    }
+                    if sent == 0 {
+                        state.download_gate.notified().await;
+                    }
+                    sent += n;
+                }
+            });
+            let stream = tokio_stream_from(rx);
+            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            resp.headers_mut()
+                .insert("content-length", total.to_string().parse().unwrap());
+            resp
+        }
+        "/ws" => websocket_echo(&mut req),
+        _ => {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            state.seen.lock().unwrap().push(Seen {
+                method: parts.method.to_string(),
+                target: parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default(),
+                version: parts.version,
+                headers: parts.headers,
+                body,
+            });
+            let mut resp = text(StatusCode::OK, "hello from upstream");
+            resp.headers_mut().insert("x-upstream", "yes".parse().unwrap());
+            resp
+        }
+    };
+    Ok(resp)
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + Sync {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn websocket_echo(req: &mut Request<Incoming>) -> Response<TestBody> {
+    let Some(key) = req.headers().get("sec-websocket-key") else {
+        return text(StatusCode::BAD_REQUEST, "not a websocket request");
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() || msg.is_binary() {
+                if ws.send(msg).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert("connection", "upgrade".parse().unwrap());
+    h.insert("upgrade", "websocket".parse().unwrap());
+    h.insert("sec-websocket-accept", accept.parse().unwrap());
+    resp
+}
+
+pub fn text(status: StatusCode, body: &str) -> Response<TestBody> {
+    let mut resp = Response::new(full(body.to_owned()));
+    *resp.status_mut() = status;
+    resp
+}
+
+pub fn full(data: impl Into<Bytes>) -> TestBody {
+    Full::new(data.into()).map_err(|never| match never {}).boxed()
+}
+
+pub fn empty() -> TestBody {
+    full(Bytes::new())
+}
+
+/// A body of `total` pattern bytes sent in 64 KiB chunks without a length
+/// (chunked on HTTP/1.1). After the first chunk it waits for `gate`.
+pub fn streaming_upload(total: u64, gate: Option<oneshot::Receiver<()>>) -> TestBody {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(2);
+    tokio::spawn(async move {
+        let mut gate = gate;
+        let mut sent = 0u64;
+        while sent < total {
+            let n = (total - sent).min(64 * 1024);
+            let chunk: Vec<u8> = (sent..sent + n).map(pattern).collect();
+            if tx.send(Ok(Frame::data(chunk.into()))).await.is_err() {
+                return;
+            }
+            sent += n;
+            if let Some(gate) = gate.take() {
+                let _ = gate.await;
+            }
+        }
+    });
+    BodyExt::boxed(StreamBody::new(tokio_stream_from(rx)))
+}
+
+// ---- the proxy --------------------------------------------------------------
+
+/// The real proxy, served in this process on an ephemeral port.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Proxy {
+    /// Starts the proxy in front of `upstream`. `upstream_keys` go into the
+    /// `[upstream]` table; `rest` follows it (more tables).
+    pub async fn start(upstream: &Upstream, upstream_keys: &str, rest: &str) -> Proxy {
+        Proxy::start_url(&format!("http://{}", upstream.addr), upstream_keys, rest).await
+    }
+
+    pub async fn start_url(url: &str, upstream_keys: &str, rest: &str) -> Proxy {
+        let text = format!("[upstream]\nurl = \"{url}\"\n{upstream_keys}\n{rest}");
+        let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let app = App::new(config).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(listener, app, async move {
+            let _ = stopped.await;
+        }));
+        Proxy {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends the shutdown signal; the returned handle resolves when `run` returns.
+    pub fn shutdown(&mut self) -> &mut tokio::task::JoinHandle<std::io::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        &mut self.task
+    }
+}
+
+// ---- clients ----------------------------------------------------------------
+
+/// An HTTP/1.1 client with its own connection pool.
+pub fn http1() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// An HTTP/2 client with prior knowledge (h2c).
+pub fn http2() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new())
+}
+
+/// Sends `req` and returns the status, headers and whole body.
+pub async fn send(
+    client: &Client<HttpConnector, TestBody>,
+    req: Request<TestBody>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let resp = within(client.request(req)).await.expect("request failed");
+    let status = resp.status();
+    let (parts, body) = resp.into_parts();
+    let body = within(body.collect()).await.expect("body failed").to_bytes();
+    (status, parts.headers, body)
+}
+
+pub async fn get(url: &str) -> (StatusCode, HeaderMap, Bytes) {
+    send(&http1(), Request::get(url).body(empty()).unwrap()).await
+}
+
+/// Writes `raw` to a fresh connection and reads until the server closes it.
+pub async fn raw(addr: SocketAddr, raw: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    // A reset after the answer still leaves the answer in `out`.
+    let _ = within(stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
