@@ -53,7 +53,8 @@ impl Watch for AccessLog {
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        // Milliseconds with microsecond precision.
+        let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
         tracing::info!(
             target: "cloakroom::access",
             method = %self.method,

@@ -60,6 +60,7 @@ impl<A: Watch, B: Watch> Watch for (A, B) {
 pub struct Watched<B, W> {
     inner: B,
     watch: W,
+    finished: bool,
 }
 
 impl<B: Body, W: Watch> Watched<B, W> {
@@ -67,10 +68,15 @@ impl<B: Body, W: Watch> Watched<B, W> {
     /// (an empty or `HEAD` response) may never be polled, so it counts as
     /// finished now.
     pub fn new(inner: B, mut watch: W) -> Self {
-        if inner.is_end_stream() {
+        let finished = inner.is_end_stream();
+        if finished {
             watch.finished();
         }
-        Watched { inner, watch }
+        Watched {
+            inner,
+            watch,
+            finished,
+        }
     }
 }
 
@@ -88,14 +94,17 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.watch.data(data.len());
-                }
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.watch.data(data.len());
             }
-            Poll::Ready(None) => this.watch.finished(),
-            _ => {}
+        }
+        // hyper stops polling a body that says it has ended (a sized body
+        // after its last byte), so the end is noticed here, not only at None.
+        let ended = matches!(polled, Poll::Ready(None)) || this.inner.is_end_stream();
+        if ended && !this.finished {
+            this.finished = true;
+            this.watch.finished();
         }
         polled
     }

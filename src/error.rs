@@ -41,6 +41,22 @@ impl ProxyError {
         }
     }
 
+    /// The error and all its sources, for the log: "upstream unreachable:
+    /// client error (Connect): tcp connect error: Connection refused".
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let cause = cause.to_string();
+            if !text.ends_with(&cause) {
+                text.push_str(": ");
+                text.push_str(&cause);
+            }
+            source = cause_of(source);
+        }
+        text
+    }
+
     /// The short plain-text body the client gets. It never echoes details of
     /// the upstream (addresses, error texts) to the client; those go to the log.
     pub fn body(&self) -> &'static str {
@@ -54,6 +70,12 @@ impl ProxyError {
             ProxyError::UpstreamFailed(_) => "502 Bad Gateway: the application failed to answer\n",
         }
     }
+}
+
+fn cause_of<'a>(
+    error: Option<&'a (dyn std::error::Error + 'static)>,
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    error.and_then(std::error::Error::source)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub async fn handle(app: Arc<App>, peer: Peer, req: Request<Incoming>) -> Respon
     let (resp, upstream_time) = match pipeline(&app, peer, req).await {
         Ok(answer) => answer,
         Err(error) => {
-            tracing::warn!(%error, status = error.status().as_u16(), "request failed");
+            tracing::warn!(error = %error.chain(), status = error.status().as_u16(), "request failed");
             (error_response(&error), None)
         }
     };

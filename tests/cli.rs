@@ -28,15 +28,32 @@ fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
 fn check_names_the_key_of_every_error() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("[upstream]\nurl = \"ftp://x\"\n", "upstream.url: scheme must be http or https, got ftp"),
-        ("[upstream]\nurl = \"http://x\"\ntimeout = \"later\"\n", "upstream.timeout: invalid duration"),
-        ("[upstream]\nurl = \"http://x\"\n[server]\nmax_connection = 5\n", "server.max_connection: unknown key"),
-        ("listen = 8000\n[upstream]\nurl = \"http://x\"\n", "listen: invalid type"),
+        (
+            "[upstream]\nurl = \"ftp://x\"\n",
+            "upstream.url: scheme must be http or https, got ftp",
+        ),
+        (
+            "[upstream]\nurl = \"http://x\"\ntimeout = \"later\"\n",
+            "upstream.timeout: invalid duration",
+        ),
+        (
+            "[upstream]\nurl = \"http://x\"\n[server]\nmax_connection = 5\n",
+            "server.max_connection: unknown key",
+        ),
+        (
+            "listen = 8000\n[upstream]\nurl = \"http://x\"\n",
+            "listen: invalid type",
+        ),
         ("", "upstream.url: missing"),
     ];
     for (text, expected) in cases {
         let path = write_config(&dir, text);
-        let out = cloakroom().arg("check").arg("--config").arg(&path).output().unwrap();
+        let out = cloakroom()
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1), "{text}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{text:?}: {stderr}");
@@ -61,18 +78,32 @@ fn check_prints_the_effective_config_with_env_overrides() {
         .env("CLOAKROOM_LISTEN", "127.0.0.1:9999")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("listen = \"127.0.0.1:9999\""), "{stdout}");
-    assert!(stdout.contains("url = \"http://10.1.2.3:9000/app\""), "{stdout}");
+    assert!(
+        stdout.contains("url = \"http://10.1.2.3:9000/app\""),
+        "{stdout}"
+    );
     assert!(stdout.contains("header_timeout = \"10s\""), "{stdout}");
 }
 
 #[test]
 fn the_shipped_proxy_toml_is_valid() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml");
-    let out = cloakroom().args(["check", "--config", shipped]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cloakroom()
+        .args(["check", "--config", shipped])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -122,7 +153,10 @@ async fn run_logs_each_request_and_exits_cleanly_on_sigterm() {
 
     let (status, _, _) = within(in_flight).await.unwrap();
     assert_eq!(status, StatusCode::OK, "the in-flight request was cut off");
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(exit.code(), Some(0));
 
     let mut access = Vec::new();
@@ -140,8 +174,12 @@ async fn run_logs_each_request_and_exits_cleanly_on_sigterm() {
         "\"bytes\":11",
         "\"upstream_ms\":",
         "\"duration_ms\":",
+        "\"complete\":true",
     ] {
         assert!(line.contains(part), "{part} missing from {line}");
     }
-    assert!(!line.contains("hunter2"), "the query string was logged: {line}");
+    assert!(
+        !line.contains("hunter2"),
+        "the query string was logged: {line}"
+    );
 }

@@ -22,7 +22,10 @@ async fn an_unreachable_upstream_is_a_502() {
     assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
     let body = String::from_utf8_lossy(&body);
     assert!(body.starts_with("502 Bad Gateway"), "{body}");
-    assert!(!body.contains(&dead_addr.to_string()), "leaks the upstream address");
+    assert!(
+        !body.contains(&dead_addr.to_string()),
+        "leaks the upstream address"
+    );
 }
 
 #[tokio::test]
@@ -122,7 +125,10 @@ async fn a_client_too_slow_to_send_its_headers_is_cut_off() {
 
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     // A slowloris: the start of a request head, then a trickle that never ends it.
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let closed = within(async {
         loop {

@@ -27,7 +27,10 @@ async fn method_path_query_and_body_arrive_byte_for_byte() {
     assert_eq!(seen.method, "PUT");
     assert_eq!(seen.target, target);
     assert_eq!(seen.body, body);
-    assert_eq!(seen.header("content-length").unwrap(), body.len().to_string());
+    assert_eq!(
+        seen.header("content-length").unwrap(),
+        body.len().to_string()
+    );
     assert_eq!(seen.header("x-app-header").unwrap(), "kept");
     assert_eq!(seen.version, Version::HTTP_11);
 }
@@ -96,7 +99,10 @@ async fn forwarded_headers_describe_the_client_and_host_is_kept() {
         .unwrap();
     send(&http1(), req).await;
     let seen = upstream.only();
-    assert_eq!(seen.header("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
+    assert_eq!(
+        seen.header("x-forwarded-for").unwrap(),
+        "203.0.113.9, 127.0.0.1"
+    );
     assert_eq!(seen.header("x-forwarded-proto").unwrap(), "http");
     assert_eq!(seen.header("x-forwarded-host").unwrap(), "app.example:8443");
     assert_eq!(seen.header("host").unwrap(), "app.example:8443");

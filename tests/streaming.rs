@@ -58,7 +58,12 @@ async fn a_download_streams_to_the_client() {
         let frame = frame.expect("body broke");
         if let Some(data) = frame.data_ref() {
             for (i, b) in data.iter().enumerate() {
-                assert_eq!(*b, pattern(received + i as u64), "byte {}", received + i as u64);
+                assert_eq!(
+                    *b,
+                    pattern(received + i as u64),
+                    "byte {}",
+                    received + i as u64
+                );
             }
             received += data.len() as u64;
             if !released {

@@ -60,7 +60,11 @@ impl Seen {
     /// The single value of `name`, if present.
     pub fn header(&self, name: &str) -> Option<String> {
         let all = self.all(name);
-        assert!(all.len() <= 1, "{name} appears {} times: {all:?}", all.len());
+        assert!(
+            all.len() <= 1,
+            "{name} appears {} times: {all:?}",
+            all.len()
+        );
         all.into_iter().next()
     }
 }
@@ -120,7 +124,11 @@ impl Upstream {
     /// The only request recorded so far.
     pub fn only(&self) -> Seen {
         let seen = self.seen();
-        assert_eq!(seen.len(), 1, "expected exactly one request upstream: {seen:?}");
+        assert_eq!(
+            seen.len(),
+            1,
+            "expected exactly one request upstream: {seen:?}"
+        );
         seen.into_iter().next().unwrap()
     }
 
@@ -219,7 +227,11 @@ async fn route(
         "/ws" => websocket_echo(&mut req),
         _ => {
             let (parts, body) = req.into_parts();
-            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let body = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             state.seen.lock().unwrap().push(Seen {
                 method: parts.method.to_string(),
                 target: parts
@@ -232,7 +244,8 @@ async fn route(
                 body,
             });
             let mut resp = text(StatusCode::OK, "hello from upstream");
-            resp.headers_mut().insert("x-upstream", "yes".parse().unwrap());
+            resp.headers_mut()
+                .insert("x-upstream", "yes".parse().unwrap());
             resp
         }
     };
@@ -260,10 +273,8 @@ fn websocket_echo(req: &mut Request<Incoming>) -> Response<TestBody> {
         )
         .await;
         while let Some(Ok(msg)) = ws.next().await {
-            if msg.is_text() || msg.is_binary() {
-                if ws.send(msg).await.is_err() {
-                    return;
-                }
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                return;
             }
         }
     });
@@ -283,7 +294,9 @@ pub fn text(status: StatusCode, body: &str) -> Response<TestBody> {
 }
 
 pub fn full(data: impl Into<Bytes>) -> TestBody {
-    Full::new(data.into()).map_err(|never| match never {}).boxed()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn empty() -> TestBody {
@@ -380,7 +393,10 @@ pub async fn send(
     let resp = within(client.request(req)).await.expect("request failed");
     let status = resp.status();
     let (parts, body) = resp.into_parts();
-    let body = within(body.collect()).await.expect("body failed").to_bytes();
+    let body = within(body.collect())
+        .await
+        .expect("body failed")
+        .to_bytes();
     (status, parts.headers, body)
 }
 
