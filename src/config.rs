@@ -62,6 +62,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Limits and timeouts of the client-facing side.
     pub server: ServerConfig,
+    /// Sessions: cookie, lifetimes, store, key.
+    pub session: SessionConfig,
     /// Request logging.
     pub log: LogConfig,
 }
@@ -107,6 +109,64 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
 }
 
+/// `[session]`: how sessions are identified, kept and aged.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionConfig {
+    /// Cookie name and URL parameter name.
+    pub name: String,
+    /// Which store keeps the sessions.
+    pub store: StoreKind,
+    /// Directory of the file store.
+    pub dir: PathBuf,
+    /// File holding the signing keys (created with mode 0600 when missing).
+    pub secret_file: PathBuf,
+    /// A session ends this long after its last request.
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// A session ends this long after it began, however busy.
+    #[serde(with = "duration_text")]
+    pub absolute_timeout: Duration,
+    /// Lifetime of a "remember me" session (and its cookie's Max-Age).
+    #[serde(with = "duration_text")]
+    pub remember_me: Duration,
+    /// `Domain` of the cookie; none means host-only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie_domain: Option<String>,
+    /// `Path` of the cookie.
+    pub cookie_path: String,
+    /// `SameSite` of the cookie.
+    pub same_site: SameSiteKind,
+    /// Always mark the cookie `Secure` (e.g. behind a TLS-terminating balancer).
+    pub secure: bool,
+    /// How often expired sessions are purged from the store.
+    #[serde(with = "duration_text")]
+    pub purge_interval: Duration,
+}
+
+/// `session.store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One file per session under `session.dir`.
+    File,
+    /// Process memory only.
+    Memory,
+    /// A Redis server (not available yet).
+    Redis,
+}
+
+/// `session.same_site`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSiteKind {
+    /// Sent on top-level navigations from other sites (the default).
+    Lax,
+    /// Never sent on requests from other sites.
+    Strict,
+    /// Sent everywhere; forces `Secure`.
+    None,
+}
+
 /// `[log]`: the request log.
 #[derive(Debug, Clone, Serialize)]
 pub struct LogConfig {
@@ -137,7 +197,30 @@ struct RawConfig {
     #[serde(default)]
     server: RawServer,
     #[serde(default)]
+    session: RawSession,
+    #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    name: Option<String>,
+    store: Option<StoreKind>,
+    dir: Option<PathBuf>,
+    secret_file: Option<PathBuf>,
+    #[serde(default, with = "duration_text::option")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, with = "duration_text::option")]
+    absolute_timeout: Option<Duration>,
+    #[serde(default, with = "duration_text::option")]
+    remember_me: Option<Duration>,
+    cookie_domain: Option<String>,
+    cookie_path: Option<String>,
+    same_site: Option<SameSiteKind>,
+    secure: Option<bool>,
+    #[serde(default, with = "duration_text::option")]
+    purge_interval: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -307,6 +390,8 @@ impl Config {
             )?,
         };
 
+        let session = session_config(raw.session)?;
+
         let log = LogConfig {
             format: raw.log.format.unwrap_or(LogFormat::Plain),
             level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
@@ -318,6 +403,7 @@ impl Config {
             listen,
             upstream,
             server,
+            session,
             log,
         })
     }
@@ -331,6 +417,99 @@ impl Config {
         }
         text
     }
+}
+
+fn session_config(raw: RawSession) -> Result<SessionConfig, ConfigError> {
+    let name = raw.name.unwrap_or_else(|| "CLOAKROOMSID".to_owned());
+    // The name is both a cookie name and a URL parameter: keep it to
+    // characters that need no escaping in either.
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    {
+        return Err(ConfigError::key(
+            "session.name",
+            format!("must be letters, digits, '_', '-' or '.', got {name:?}"),
+        ));
+    }
+    let store = raw.store.unwrap_or(StoreKind::File);
+    if store == StoreKind::Redis {
+        return Err(ConfigError::key(
+            "session.store",
+            "redis is not available yet; use file or memory",
+        ));
+    }
+    let idle = positive(
+        "session.idle_timeout",
+        raw.idle_timeout,
+        Duration::from_secs(30 * 60),
+    )?;
+    let absolute = positive(
+        "session.absolute_timeout",
+        raw.absolute_timeout,
+        Duration::from_secs(12 * 3600),
+    )?;
+    let remember = positive(
+        "session.remember_me",
+        raw.remember_me,
+        Duration::from_secs(180 * 86400),
+    )?;
+    if idle > absolute {
+        return Err(ConfigError::key(
+            "session.idle_timeout",
+            "must not be longer than session.absolute_timeout",
+        ));
+    }
+    if idle > remember {
+        return Err(ConfigError::key(
+            "session.idle_timeout",
+            "must not be longer than session.remember_me",
+        ));
+    }
+    let cookie_path = raw.cookie_path.unwrap_or_else(|| "/".to_owned());
+    if !cookie_path.starts_with('/') || !is_attribute_safe(&cookie_path) {
+        return Err(ConfigError::key(
+            "session.cookie_path",
+            format!("must be a path starting with '/', without ';' or spaces, got {cookie_path:?}"),
+        ));
+    }
+    if let Some(domain) = &raw.cookie_domain {
+        let ok = !domain.is_empty()
+            && domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            return Err(ConfigError::key(
+                "session.cookie_domain",
+                format!("must be a host name like example.com, got {domain:?}"),
+            ));
+        }
+    }
+    Ok(SessionConfig {
+        name,
+        store,
+        dir: raw.dir.unwrap_or_else(|| PathBuf::from("sessions")),
+        secret_file: raw
+            .secret_file
+            .unwrap_or_else(|| PathBuf::from("cloakroom.key")),
+        idle_timeout: idle,
+        absolute_timeout: absolute,
+        remember_me: remember,
+        cookie_domain: raw.cookie_domain,
+        cookie_path,
+        same_site: raw.same_site.unwrap_or(SameSiteKind::Lax),
+        secure: raw.secure.unwrap_or(false),
+        purge_interval: positive(
+            "session.purge_interval",
+            raw.purge_interval,
+            Duration::from_secs(60),
+        )?,
+    })
+}
+
+fn is_attribute_safe(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_graphic() && b != b';')
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -518,6 +697,24 @@ mod tests {
         assert!(err(&format!("{MINIMAL}[log]\nformat = \"xml\"\n"))
             .starts_with("log.format: unknown variant"));
         assert!(err("[upstream\n").starts_with("(file): "));
+        assert!(err(&format!("{MINIMAL}[session]\nname = \"a b\"\n"))
+            .starts_with("session.name: must be"));
+        assert!(err(&format!("{MINIMAL}[session]\nstore = \"redis\"\n"))
+            .starts_with("session.store: redis is not available"));
+        assert!(err(&format!("{MINIMAL}[session]\nstore = \"disk\"\n"))
+            .starts_with("session.store: unknown variant"));
+        assert!(
+            err(&format!("{MINIMAL}[session]\nidle_timeout = \"13h\"\n"))
+                .starts_with("session.idle_timeout: must not be longer")
+        );
+        assert!(err(&format!("{MINIMAL}[session]\ncookie_path = \"x;y\"\n"))
+            .starts_with("session.cookie_path: must be"));
+        assert!(
+            err(&format!("{MINIMAL}[session]\ncookie_domain = \"a b\"\n"))
+                .starts_with("session.cookie_domain: must be")
+        );
+        assert!(err(&format!("{MINIMAL}[session]\nsame_site = \"loose\"\n"))
+            .starts_with("session.same_site: unknown variant"));
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum ProxyError {
     /// The upstream connection failed after it was made (reset, bad response).
     #[error("upstream failed: {0}")]
     UpstreamFailed(#[source] BoxError),
+    /// The session store could not answer.
+    #[error(transparent)]
+    Store(#[from] crate::session::store::StoreError),
 }
 
 impl ProxyError {
@@ -38,6 +41,7 @@ impl ProxyError {
             ProxyError::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -68,6 +72,7 @@ impl ProxyError {
                 "504 Gateway Timeout: the application did not answer in time\n"
             }
             ProxyError::UpstreamFailed(_) => "502 Bad Gateway: the application failed to answer\n",
+            ProxyError::Store(_) => "503 Service Unavailable: sessions are unavailable\n",
         }
     }
 }
@@ -94,6 +99,12 @@ mod tests {
                 504,
             ),
             (ProxyError::UpstreamFailed(io()), 502),
+            (
+                ProxyError::Store(crate::session::store::StoreError(std::io::Error::other(
+                    "x",
+                ))),
+                503,
+            ),
         ];
         for (error, status) in cases {
             assert_eq!(error.status().as_u16(), status, "{error}");

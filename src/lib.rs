@@ -6,6 +6,7 @@
 //! - [`config`]: `proxy.toml` → validated [`Config`]; errors name the key.
 //! - [`server`]: accept loop, connection cap, client timeouts, graceful shutdown.
 //! - [`proxy`]: [`proxy::handle`], the request pipeline as named steps.
+//! - [`session`]: signed IDs, the session cookie, lifetimes, the stores.
 //! - [`upstream`]: the pooled client, request rewriting, upgrade tunnels.
 //! - [`hop`]: hop-by-hop header rules (RFC 9110 §7.6.1).
 //! - [`body`]: the response body type and a wrapper that watches it finish.
@@ -19,13 +20,17 @@
 //!    oversized heads get 431, malformed ones 400, from hyper itself.
 //! 2. [`proxy::handle`] starts the log record and runs the pipeline:
 //!    requests a reverse proxy must not forward (`CONNECT`) are refused.
-//! 3. [`upstream::Upstream::forward`] rewrites the request (upstream path
+//! 3. [`session::Sessions::resolve`] finds the session in the cookie
+//!    (strict: only live IDs this proxy signed) or issues a new ID; the
+//!    session cookie is removed before the request goes upstream.
+//! 4. [`upstream::Upstream::forward`] rewrites the request (upstream path
 //!    prefix, hop-by-hop headers dropped, `X-Forwarded-*` set, `Host` kept or
 //!    replaced) and sends it over the pool; no connection → 502, no answer
 //!    within `upstream.timeout` → 504.
-//! 4. The response head is relayed with its hop-by-hop headers dropped and
+//! 5. The response head is relayed with its hop-by-hop headers dropped and
 //!    its body streamed; a `101 Switching Protocols` becomes a byte tunnel.
-//! 5. When the body is finished (or abandoned), the log line is written.
+//!    A newly issued ID is added as `Set-Cookie`.
+//! 6. When the body is finished (or abandoned), the log line is written.
 
 pub mod access_log;
 pub mod body;
@@ -34,6 +39,7 @@ pub mod error;
 pub mod hop;
 pub mod proxy;
 pub mod server;
+pub mod session;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -46,12 +52,19 @@ pub struct App {
     pub config: Config,
     /// The application behind the proxy.
     pub upstream: upstream::Upstream,
+    /// Sessions: keys, store, cookie.
+    pub sessions: Arc<session::Sessions>,
 }
 
 impl App {
     /// Builds the shared state from a validated configuration.
     pub fn new(config: Config) -> Result<Arc<App>, config::ConfigError> {
         let upstream = upstream::Upstream::new(&config.upstream)?;
-        Ok(Arc::new(App { config, upstream }))
+        let sessions = Arc::new(session::Sessions::open(&config.session)?);
+        Ok(Arc::new(App {
+            config,
+            upstream,
+            sessions,
+        }))
     }
 }

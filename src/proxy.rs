@@ -44,16 +44,26 @@ pub async fn handle(app: Arc<App>, peer: Peer, req: Request<Incoming>) -> Respon
 async fn pipeline(
     app: &App,
     peer: Peer,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<(Response<ProxyBody>, Option<std::time::Duration>), ProxyError> {
     // 1. Reject what a reverse proxy must not forward.
     check_forwardable(&req)?;
 
-    // 2. Forward: rewrite the request for the upstream, relay its answer
-    //    (hop-by-hop headers stripped, X-Forwarded-* set, bodies streamed).
+    // 2. Find the session: a live ID this proxy signed, or a new one.
+    let current = app.sessions.resolve(req.headers()).await?;
+
+    // 3. Forward: the session cookie is the proxy's alone; the rest of the
+    //    request is rewritten for the upstream (hop-by-hop headers stripped,
+    //    X-Forwarded-* set) and bodies stream both ways.
+    app.sessions.strip_cookie(req.headers_mut());
     let sent = Instant::now();
-    let resp = app.upstream.forward(req, peer).await?;
+    let mut resp = app.upstream.forward(req, peer).await?;
     let upstream_time = sent.elapsed();
+
+    // 4. Answer: a newly issued ID goes out beside the upstream's own cookies.
+    if let Some(cookie) = app.sessions.set_cookie(&current) {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
 
     Ok((resp, Some(upstream_time)))
 }

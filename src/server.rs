@@ -49,6 +49,11 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(());
     let http = Arc::new(http_builder(&cfg));
     let mut backoff = Duration::from_millis(10);
+    let purge = tokio::spawn(
+        app.sessions
+            .clone()
+            .purge_every(app.config.session.purge_interval),
+    );
 
     tokio::pin!(shutdown);
     loop {
@@ -86,6 +91,7 @@ pub async fn run(
     }
 
     drop(listener);
+    purge.abort();
     let open = max - slots.available_permits();
     tracing::info!(
         open,

@@ -113,8 +113,11 @@ async fn run_logs_each_request_and_exits_cleanly_on_sigterm() {
     let path = write_config(
         &dir,
         &format!(
-            "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[log]\nformat = \"json\"\n",
-            upstream.addr
+            "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[log]\nformat = \"json\"\n\
+             [session]\nsecret_file = {:?}\ndir = {:?}\n",
+            upstream.addr,
+            dir.path().join("key").to_str().unwrap(),
+            dir.path().join("sessions").to_str().unwrap(),
         ),
     );
     let mut child = cloakroom()

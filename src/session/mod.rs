@@ -1,0 +1,360 @@
+//! Server-side sessions: [`Sessions`] finds the visitor's session, issues
+//! new IDs, and keeps the store tidy.
+//!
+//! - [`id`]: signed IDs and the keys that sign them.
+//! - [`cookie`]: reading, stripping and writing the session cookie.
+//! - [`data`]: what a session holds, its lifetimes, the clock.
+//! - [`store`]: the store contract and its memory and file backends.
+//!
+//! **Strict mode.** Only IDs this proxy signed are considered, and of those
+//! only live ones are honoured: a malformed or forged ID (counted in
+//! [`Sessions::forged`]), a revoked one, or an expired one is replaced by a
+//! new ID, and never regains its user or data.
+//!
+//! **Nothing is stored for a visitor who has nothing to store.** A new
+//! visitor gets a signed ID, but the store is written only once the session
+//! holds something (a login, a value). Until then the ID is honoured on its
+//! signature alone, for one idle period after it was issued: a flood of
+//! cookieless requests costs a signature each, and no memory or disk. A
+//! revoked ID is kept as a small tombstone for exactly that period, so it
+//! cannot pass as fresh either.
+
+pub mod cookie;
+pub mod data;
+pub mod id;
+pub mod store;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::cookie::SameSite;
+use http::header::{HeaderMap, HeaderValue};
+
+use self::cookie::CookieSpec;
+use self::data::{Clock, Lifetimes, Session};
+use self::id::{Keys, SessionId};
+use self::store::file::FileStore;
+use self::store::memory::MemoryStore;
+use self::store::{Lookup, SessionStore, Store, StoreError};
+use crate::config::{ConfigError, SameSiteKind, SessionConfig, StoreKind};
+
+/// Tolerance for IDs issued "in the future" (another instance's clock).
+const CLOCK_SKEW_MS: u64 = 60_000;
+
+/// The visitor's session for one request.
+#[derive(Debug, Clone)]
+pub struct Current {
+    /// The ID in force (the client's, or a new one).
+    pub id: SessionId,
+    /// What the store holds for it; `None` for a session with nothing stored.
+    pub session: Option<Session>,
+    /// The ID was issued for this request: the response must carry it.
+    pub fresh: bool,
+}
+
+/// Sessions: keys, store, cookie settings and lifetimes.
+pub struct Sessions {
+    keys: Keys,
+    store: Store,
+    cookie: CookieSpec,
+    lifetimes: Lifetimes,
+    clock: Clock,
+    forged: AtomicU64,
+}
+
+impl Sessions {
+    /// Opens what `[session]` describes: reads (or creates) the key file and
+    /// opens the store. Errors name the key they are about.
+    pub fn open(cfg: &SessionConfig) -> Result<Sessions, ConfigError> {
+        let keys = Keys::load_or_create(&cfg.secret_file).map_err(|e| ConfigError::Key {
+            key: "session.secret_file".into(),
+            message: format!("{}: {e}", cfg.secret_file.display()),
+        })?;
+        let lifetimes = Lifetimes {
+            idle: cfg.idle_timeout,
+            absolute: cfg.absolute_timeout,
+            remember_me: cfg.remember_me,
+        };
+        let clock = Clock::new();
+        let store = match cfg.store {
+            StoreKind::Memory => Store::Memory(MemoryStore::new(lifetimes)),
+            StoreKind::File => Store::File(
+                FileStore::open(&cfg.dir, lifetimes, clock.now_ms()).map_err(|e| {
+                    ConfigError::Key {
+                        key: "session.dir".into(),
+                        message: format!("{}: {e}", cfg.dir.display()),
+                    }
+                })?,
+            ),
+            StoreKind::Redis => {
+                return Err(ConfigError::Key {
+                    key: "session.store".into(),
+                    message: "redis is not available yet".into(),
+                })
+            }
+        };
+        let cookie = CookieSpec {
+            name: cfg.name.clone(),
+            path: cfg.cookie_path.clone(),
+            domain: cfg.cookie_domain.clone(),
+            same_site: match cfg.same_site {
+                SameSiteKind::Lax => SameSite::Lax,
+                SameSiteKind::Strict => SameSite::Strict,
+                SameSiteKind::None => SameSite::None,
+            },
+            secure: cfg.secure,
+        };
+        let mut sessions = Sessions::new(keys, store, cookie, lifetimes);
+        sessions.clock = clock;
+        Ok(sessions)
+    }
+
+    /// Sessions over an opened store.
+    pub fn new(keys: Keys, store: Store, cookie: CookieSpec, lifetimes: Lifetimes) -> Sessions {
+        Sessions {
+            keys,
+            store,
+            cookie,
+            lifetimes,
+            clock: Clock::new(),
+            forged: AtomicU64::new(0),
+        }
+    }
+
+    /// Finds the session the request carries in its cookie, or issues a new ID.
+    pub async fn resolve(&self, headers: &HeaderMap) -> Result<Current, StoreError> {
+        let now = self.clock.now_ms();
+        for candidate in cookie::values(headers, &self.cookie.name) {
+            if let Some(current) = self.honour(candidate, now).await? {
+                return Ok(current);
+            }
+        }
+        Ok(self.issue(now))
+    }
+
+    /// The session for one presented ID, if it is to be honoured.
+    async fn honour(&self, presented: &[u8], now: u64) -> Result<Option<Current>, StoreError> {
+        let Some(id) = self.keys.verify(presented) else {
+            let total = self.forged.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::debug!(total, "forged or malformed session ID presented");
+            return Ok(None);
+        };
+        let session = match self.store.visit(&id, now).await? {
+            Lookup::Live(session) => Some(session),
+            Lookup::Gone => return Ok(None),
+            Lookup::Unknown if self.fresh_enough(&id, now) => None,
+            Lookup::Unknown => return Ok(None),
+        };
+        Ok(Some(Current {
+            id,
+            session,
+            fresh: false,
+        }))
+    }
+
+    /// An ID with nothing stored is honoured for one idle period after it
+    /// was issued: the longest a session that was never used could live.
+    fn fresh_enough(&self, id: &SessionId, now: u64) -> bool {
+        let issued = id.issued().saturating_mul(1000);
+        let idle = u64::try_from(self.lifetimes.idle.as_millis()).unwrap_or(u64::MAX);
+        issued <= now.saturating_add(CLOCK_SKEW_MS) && now < issued.saturating_add(idle)
+    }
+
+    fn issue(&self, now: u64) -> Current {
+        Current {
+            id: SessionId::generate(&self.keys, now / 1000),
+            session: None,
+            fresh: true,
+        }
+    }
+
+    /// `Set-Cookie` for a session the client must be told about.
+    pub fn set_cookie(&self, current: &Current) -> Option<HeaderValue> {
+        if !current.fresh {
+            return None;
+        }
+        let remember = current.session.as_ref().is_some_and(|s| s.remember);
+        let max_age = remember.then_some(self.lifetimes.remember_me);
+        Some(self.cookie.set(current.id.as_str(), max_age))
+    }
+
+    /// Removes the session cookie from headers bound for the upstream.
+    pub fn strip_cookie(&self, headers: &mut HeaderMap) {
+        cookie::strip(headers, &self.cookie.name);
+    }
+
+    /// Stores `session` under `id`.
+    pub async fn save(&self, id: &SessionId, session: &Session) -> Result<(), StoreError> {
+        self.store.save(id, session).await
+    }
+
+    /// A new, empty session record as of now (to fill and [`Sessions::save`]).
+    pub fn blank(&self) -> Session {
+        Session::new(self.clock.now_ms())
+    }
+
+    /// Ends the session `id` for good.
+    pub async fn destroy(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.store.revoke(id, self.clock.now_ms()).await
+    }
+
+    /// How many forged or malformed IDs have been presented since start.
+    pub fn forged(&self) -> u64 {
+        self.forged.load(Ordering::Relaxed)
+    }
+
+    /// How many records the store holds.
+    pub fn stored(&self) -> usize {
+        self.store.count()
+    }
+
+    /// The clock sessions are measured by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Session lifetimes in force.
+    pub fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
+    }
+
+    /// The name of the cookie (and, later, the URL parameter).
+    pub fn name(&self) -> &str {
+        &self.cookie.name
+    }
+
+    /// Forgets expired sessions every `interval`, until the task is aborted.
+    pub async fn purge_every(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match self.store.purge(self.clock.now_ms()).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(purged, "expired sessions purged"),
+                Err(error) => tracing::warn!(%error, "purging expired sessions failed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header;
+
+    use super::*;
+
+    const LIFETIMES: Lifetimes = Lifetimes {
+        idle: Duration::from_secs(30 * 60),
+        absolute: Duration::from_secs(12 * 3600),
+        remember_me: Duration::from_secs(180 * 86400),
+    };
+
+    fn sessions() -> Sessions {
+        Sessions::new(
+            Keys::new(&[vec![9; 32]]).unwrap(),
+            Store::Memory(MemoryStore::new(LIFETIMES)),
+            CookieSpec {
+                name: "CLOAKROOMSID".into(),
+                path: "/".into(),
+                domain: None,
+                same_site: SameSite::Lax,
+                secure: false,
+            },
+            LIFETIMES,
+        )
+    }
+
+    fn with_cookie(id: &SessionId) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = format!("CLOAKROOMSID={}", id.as_str());
+        h.insert(header::COOKIE, HeaderValue::from_str(&v).unwrap());
+        h
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stored_session_expires_when_idle() {
+        let s = sessions();
+        let first = s.resolve(&HeaderMap::new()).await.unwrap();
+        assert!(first.fresh);
+        let mut data = s.blank();
+        data.user = Some("alice".into());
+        s.save(&first.id, &data).await.unwrap();
+
+        // Requests every 20 minutes keep it alive for hours...
+        for _ in 0..6 {
+            tokio::time::advance(Duration::from_secs(20 * 60)).await;
+            let again = s.resolve(&with_cookie(&first.id)).await.unwrap();
+            assert!(!again.fresh);
+            assert_eq!(again.session.unwrap().user.as_deref(), Some("alice"));
+        }
+        // ...and 31 minutes of silence end it.
+        tokio::time::advance(Duration::from_secs(31 * 60)).await;
+        let after = s.resolve(&with_cookie(&first.id)).await.unwrap();
+        assert!(after.fresh);
+        assert_ne!(after.id, first.id);
+        assert!(after.session.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_session_still_ends_at_its_absolute_limit() {
+        let s = sessions();
+        let first = s.resolve(&HeaderMap::new()).await.unwrap();
+        s.save(&first.id, &s.blank()).await.unwrap();
+        for _ in 0..(12 * 60 / 10 - 1) {
+            tokio::time::advance(Duration::from_secs(10 * 60)).await;
+            assert!(!s.resolve(&with_cookie(&first.id)).await.unwrap().fresh);
+        }
+        tokio::time::advance(Duration::from_secs(10 * 60)).await;
+        assert!(s.resolve(&with_cookie(&first.id)).await.unwrap().fresh);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_id_with_nothing_stored_lives_one_idle_period_from_issue() {
+        let s = sessions();
+        let first = s.resolve(&HeaderMap::new()).await.unwrap();
+        tokio::time::advance(Duration::from_secs(29 * 60)).await;
+        let again = s.resolve(&with_cookie(&first.id)).await.unwrap();
+        assert!(!again.fresh);
+        assert_eq!(again.id, first.id);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(s.resolve(&with_cookie(&first.id)).await.unwrap().fresh);
+        assert_eq!(s.stored(), 0, "an unused session was stored");
+    }
+
+    #[tokio::test]
+    async fn forged_and_destroyed_ids_are_replaced() {
+        let s = sessions();
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("CLOAKROOMSID=attacker-chosen"),
+        );
+        let got = s.resolve(&h).await.unwrap();
+        assert!(got.fresh);
+        assert_eq!(s.forged(), 1);
+
+        let real = s.resolve(&HeaderMap::new()).await.unwrap();
+        s.destroy(&real.id).await.unwrap();
+        let replay = s.resolve(&with_cookie(&real.id)).await.unwrap();
+        assert!(replay.fresh, "a destroyed ID was honoured");
+        assert_eq!(s.forged(), 1, "a destroyed ID is not a forgery");
+    }
+
+    #[tokio::test]
+    async fn the_first_valid_cookie_wins() {
+        let s = sessions();
+        let real = s.resolve(&HeaderMap::new()).await.unwrap();
+        let mut h = HeaderMap::new();
+        let v = format!(
+            "CLOAKROOMSID=junk; other=1; CLOAKROOMSID={}; CLOAKROOMSID=also-junk",
+            real.id.as_str()
+        );
+        h.insert(header::COOKIE, HeaderValue::from_str(&v).unwrap());
+        let got = s.resolve(&h).await.unwrap();
+        assert_eq!(got.id, real.id);
+        assert!(!got.fresh);
+    }
+}
