@@ -1,0 +1,135 @@
+//! The session path's building blocks: minting and verifying IDs, finding
+//! ours in a realistic `Cookie` header, and store lookups (hit and miss) in
+//! the memory and file stores.
+//!
+//! Run: `cargo bench --bench sessions`. Compare figures only within one run.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::header::{HeaderMap, HeaderValue, COOKIE};
+
+use cloakroom::session::cookie;
+use cloakroom::session::data::{Lifetimes, Session};
+use cloakroom::session::id::{Keys, SessionId};
+use cloakroom::session::store::file::FileStore;
+use cloakroom::session::store::memory::MemoryStore;
+use cloakroom::session::store::SessionStore;
+
+const LIFETIMES: Lifetimes = Lifetimes {
+    idle: Duration::from_secs(30 * 60),
+    absolute: Duration::from_secs(12 * 3600),
+    remember_me: Duration::from_secs(180 * 86400),
+};
+const NOW: u64 = 1_800_000_000_000;
+const SESSIONS: usize = 10_000;
+
+fn keys() -> Keys {
+    Keys::new(&[vec![42; 32], vec![7; 32]]).unwrap()
+}
+
+fn ids(n: usize) -> Vec<SessionId> {
+    let keys = keys();
+    (0..n)
+        .map(|_| SessionId::generate(&keys, NOW / 1000))
+        .collect()
+}
+
+fn session() -> Session {
+    let mut s = Session::new(NOW);
+    s.user = Some("alice".into());
+    s.values.insert("csrf".into(), "x".repeat(43));
+    s
+}
+
+/// A Cookie header as a browser sends it to an app with analytics and a
+/// framework session: ours sits among eight others.
+fn realistic_cookie_header(id: &SessionId) -> HeaderMap {
+    let value = format!(
+        "_ga=GA1.1.1234567890.1700000000; _gid=GA1.1.987654321.1700000000; \
+         theme=dark; lang=en-GB; PHPSESSID=9f8e7d6c5b4a39281706f5e4d3c2b1a0; \
+         CLOAKROOMSID={}; consent=%7B%22necessary%22%3Atrue%7D; \
+         _fbp=fb.1.1700000000000.1234567890; cart=3",
+        id.as_str()
+    );
+    let mut h = HeaderMap::new();
+    h.insert(COOKIE, HeaderValue::from_str(&value).unwrap());
+    h
+}
+
+fn ids_and_cookies(c: &mut Criterion) {
+    let keys = keys();
+    let id = SessionId::generate(&keys, NOW / 1000);
+    let text = id.as_str().as_bytes().to_vec();
+    let mut forged = text.clone();
+    forged[20] ^= 1;
+    let headers = realistic_cookie_header(&id);
+
+    let mut g = c.benchmark_group("id");
+    g.bench_function("mint_and_sign", |b| {
+        b.iter(|| SessionId::generate(&keys, NOW / 1000))
+    });
+    g.bench_function("verify_valid", |b| b.iter(|| keys.verify(&text)));
+    // A forged ID is checked against both keys (rotation): the worst case.
+    g.bench_function("verify_forged", |b| b.iter(|| keys.verify(&forged)));
+    g.finish();
+
+    let mut g = c.benchmark_group("cookie");
+    g.bench_function("find_ours_in_9_cookies", |b| {
+        b.iter(|| cookie::values(&headers, "CLOAKROOMSID").next())
+    });
+    g.bench_function("strip_ours_from_9_cookies", |b| {
+        b.iter_batched(
+            || headers.clone(),
+            |mut h| cookie::strip(&mut h, "CLOAKROOMSID"),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn stores(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stored = ids(SESSIONS);
+    let absent = ids(1).pop().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    let memory = MemoryStore::new(LIFETIMES);
+    let file = rt.block_on(async {
+        let file = FileStore::open(&dir.path().join("sessions"), LIFETIMES, NOW).unwrap();
+        for id in &stored {
+            memory.save(id, &session()).await.unwrap();
+            file.save(id, &session()).await.unwrap();
+        }
+        file
+    });
+
+    let mut g = c.benchmark_group("store");
+    let mut i = 0usize;
+    g.bench_function("memory_hit", |b| {
+        b.to_async(&rt).iter(|| {
+            i = (i + 1) % SESSIONS;
+            memory.visit(&stored[i], NOW + 1)
+        })
+    });
+    g.bench_function("memory_miss", |b| {
+        b.to_async(&rt).iter(|| memory.visit(&absent, NOW + 1))
+    });
+    // Visits within the touch interval: served from memory, no disk write.
+    g.bench_function("file_hit", |b| {
+        b.to_async(&rt).iter(|| {
+            i = (i + 1) % SESSIONS;
+            file.visit(&stored[i], NOW + 1)
+        })
+    });
+    g.bench_function("file_miss", |b| {
+        b.to_async(&rt).iter(|| file.visit(&absent, NOW + 1))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ids_and_cookies, stores);
+criterion_main!(benches);
