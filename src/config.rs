@@ -64,6 +64,10 @@ pub struct Config {
     pub server: ServerConfig,
     /// Sessions: cookie, lifetimes, store, key.
     pub session: SessionConfig,
+    /// Login and access rules.
+    pub auth: AuthConfig,
+    /// How the upstream learns who the user is.
+    pub identity: IdentityConfig,
     /// Request logging.
     pub log: LogConfig,
 }
@@ -143,6 +147,36 @@ pub struct SessionConfig {
     pub purge_interval: Duration,
 }
 
+/// `[auth]`: users, protected paths, login throttling.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthConfig {
+    /// TOML table `name = "argon2id PHC string"`; no file, no login form.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users_file: Option<PathBuf>,
+    /// Path prefixes that need a login.
+    pub protect: Vec<String>,
+    /// Path prefixes inside protected ones that do not.
+    pub public: Vec<String>,
+    /// The application's name, shown on the login page.
+    pub app_name: String,
+    /// Failed logins per client IP within `failure_window` before refusing.
+    pub max_failures_per_ip: u32,
+    /// Failed logins per username within `failure_window` before refusing.
+    pub max_failures_per_user: u32,
+    /// The throttling window.
+    #[serde(with = "duration_text")]
+    pub failure_window: Duration,
+}
+
+/// `[identity]`: the header that tells the upstream who the user is.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityConfig {
+    /// Header carrying the logged-in user's name.
+    pub header: String,
+    /// Let the upstream log sessions in and out with response headers.
+    pub upstream_control: bool,
+}
+
 /// `session.store`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -199,7 +233,31 @@ struct RawConfig {
     #[serde(default)]
     session: RawSession,
     #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    identity: RawIdentity,
+    #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    users_file: Option<PathBuf>,
+    protect: Option<Vec<String>>,
+    public: Option<Vec<String>>,
+    app_name: Option<String>,
+    max_failures_per_ip: Option<u32>,
+    max_failures_per_user: Option<u32>,
+    #[serde(default, with = "duration_text::option")]
+    failure_window: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    header: Option<String>,
+    upstream_control: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -391,6 +449,20 @@ impl Config {
         };
 
         let session = session_config(raw.session)?;
+        let identity = IdentityConfig {
+            header: raw
+                .identity
+                .header
+                .unwrap_or_else(|| "X-Forwarded-User".to_owned()),
+            upstream_control: raw.identity.upstream_control.unwrap_or(false),
+        };
+        if http::HeaderName::from_bytes(identity.header.as_bytes()).is_err() {
+            return Err(ConfigError::key(
+                "identity.header",
+                format!("not a valid header name: {:?}", identity.header),
+            ));
+        }
+        let auth = auth_config(raw.auth, identity.upstream_control)?;
 
         let log = LogConfig {
             format: raw.log.format.unwrap_or(LogFormat::Plain),
@@ -404,6 +476,8 @@ impl Config {
             upstream,
             server,
             session,
+            auth,
+            identity,
             log,
         })
     }
@@ -505,6 +579,58 @@ fn session_config(raw: RawSession) -> Result<SessionConfig, ConfigError> {
             raw.purge_interval,
             Duration::from_secs(60),
         )?,
+    })
+}
+
+fn auth_config(raw: RawAuth, upstream_control: bool) -> Result<AuthConfig, ConfigError> {
+    // With users to log in, protecting everything is the safe default;
+    // without, nothing can be protected.
+    let default_protect = if raw.users_file.is_some() {
+        vec!["/".to_owned()]
+    } else {
+        Vec::new()
+    };
+    let protect = raw.protect.unwrap_or(default_protect);
+    let public = raw.public.unwrap_or_default();
+    for (key, rules) in [("auth.protect", &protect), ("auth.public", &public)] {
+        if let Some(bad) = rules
+            .iter()
+            .find(|r| !r.starts_with('/') || r.chars().any(char::is_control))
+        {
+            return Err(ConfigError::key(
+                key,
+                format!("paths must start with '/', got {bad:?}"),
+            ));
+        }
+    }
+    if !protect.is_empty() && raw.users_file.is_none() && !upstream_control {
+        return Err(ConfigError::key(
+            "auth.protect",
+            "paths are protected but nobody could log in: set auth.users_file (or identity.upstream_control = true)",
+        ));
+    }
+    let failure_window = positive(
+        "auth.failure_window",
+        raw.failure_window,
+        Duration::from_secs(15 * 60),
+    )?;
+    let at_least_one = |key: &str, v: Option<u32>, default: u32| match v {
+        Some(0) => Err(ConfigError::key(key, "must be at least 1")),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    };
+    Ok(AuthConfig {
+        users_file: raw.users_file,
+        protect,
+        public,
+        app_name: raw.app_name.unwrap_or_else(|| "the application".to_owned()),
+        max_failures_per_ip: at_least_one("auth.max_failures_per_ip", raw.max_failures_per_ip, 20)?,
+        max_failures_per_user: at_least_one(
+            "auth.max_failures_per_user",
+            raw.max_failures_per_user,
+            5,
+        )?,
+        failure_window,
     })
 }
 
@@ -713,6 +839,14 @@ mod tests {
             err(&format!("{MINIMAL}[session]\ncookie_domain = \"a b\"\n"))
                 .starts_with("session.cookie_domain: must be")
         );
+        assert!(err(&format!("{MINIMAL}[auth]\nprotect = [\"/\"]\n"))
+            .starts_with("auth.protect: paths are protected but nobody"));
+        assert!(err(&format!(
+            "{MINIMAL}[auth]\nusers_file = \"u\"\npublic = [\"x\"]\n"
+        ))
+        .starts_with("auth.public: paths must start"));
+        assert!(err(&format!("{MINIMAL}[identity]\nheader = \"X User\"\n"))
+            .starts_with("identity.header: not a valid header name"));
         assert!(err(&format!("{MINIMAL}[session]\nsame_site = \"loose\"\n"))
             .starts_with("session.same_site: unknown variant"));
     }

@@ -7,10 +7,14 @@
 //! - [`server`]: accept loop, connection cap, client timeouts, graceful shutdown.
 //! - [`proxy`]: [`proxy::handle`], the request pipeline as named steps.
 //! - [`session`]: signed IDs, the session cookie, lifetimes, the stores.
+//! - [`login`]: the proxy's own pages under `/.cloakroom/` (login, logout).
+//! - [`auth`]: users and passwords, access rules, login throttling.
+//! - [`identity`]: the identity header and upstream-driven login/logout.
 //! - [`upstream`]: the pooled client, request rewriting, upgrade tunnels.
 //! - [`hop`]: hop-by-hop header rules (RFC 9110 §7.6.1).
 //! - [`body`]: the response body type and a wrapper that watches it finish.
 //! - [`access_log`]: the one log line per request.
+//! - [`demo`]: `cloakroom demo`, a built-in legacy app behind the proxy.
 //! - [`error`]: [`error::ProxyError`] → status and short body.
 //!
 //! # The life of a request
@@ -23,20 +27,31 @@
 //! 3. [`session::Sessions::resolve`] finds the session in the cookie
 //!    (strict: only live IDs this proxy signed) or issues a new ID; the
 //!    session cookie is removed before the request goes upstream.
-//! 4. [`upstream::Upstream::forward`] rewrites the request (upstream path
+//! 4. Paths under `/.cloakroom/` are answered by [`login`] and end here.
+//! 5. Access rules ([`auth::rules`]): a protected path without a login gets
+//!    a redirect to the login page (browsers) or 401 (everything else).
+//! 6. [`identity`]: client-sent copies of the identity header are removed
+//!    and, when logged in, the header is set to the user.
+//! 7. [`upstream::Upstream::forward`] rewrites the request (upstream path
 //!    prefix, hop-by-hop headers dropped, `X-Forwarded-*` set, `Host` kept or
 //!    replaced) and sends it over the pool; no connection → 502, no answer
 //!    within `upstream.timeout` → 504.
-//! 5. The response head is relayed with its hop-by-hop headers dropped and
+//! 8. The response head is relayed with its hop-by-hop headers dropped and
 //!    its body streamed; a `101 Switching Protocols` becomes a byte tunnel.
-//!    A newly issued ID is added as `Set-Cookie`.
-//! 6. When the body is finished (or abandoned), the log line is written.
+//!    Upstream login/logout headers are removed (and honoured when
+//!    `identity.upstream_control` is on); a newly issued ID is added as
+//!    `Set-Cookie`.
+//! 9. When the body is finished (or abandoned), the log line is written.
 
 pub mod access_log;
+pub mod auth;
 pub mod body;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod hop;
+pub mod identity;
+pub mod login;
 pub mod proxy;
 pub mod server;
 pub mod session;
@@ -54,6 +69,10 @@ pub struct App {
     pub upstream: upstream::Upstream,
     /// Sessions: keys, store, cookie.
     pub sessions: Arc<session::Sessions>,
+    /// Users, access rules, login throttling.
+    pub auth: auth::Auth,
+    /// The identity header.
+    pub identity: identity::Identity,
 }
 
 impl App {
@@ -61,10 +80,19 @@ impl App {
     pub fn new(config: Config) -> Result<Arc<App>, config::ConfigError> {
         let upstream = upstream::Upstream::new(&config.upstream)?;
         let sessions = Arc::new(session::Sessions::open(&config.session)?);
+        let auth = auth::Auth::open(&config.auth)?;
+        let identity = identity::Identity::new(&config.identity.header).ok_or_else(|| {
+            config::ConfigError::Key {
+                key: "identity.header".into(),
+                message: "not a valid header name".into(),
+            }
+        })?;
         Ok(Arc::new(App {
             config,
             upstream,
             sessions,
+            auth,
+            identity,
         }))
     }
 }

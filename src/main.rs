@@ -29,10 +29,24 @@ enum Command {
     /// Validate the configuration and print it with every default filled in;
     /// exit 1 with a message naming the key on error.
     Check,
+    /// Start a built-in demo app with cloakroom in front of it, for a first look.
+    Demo {
+        /// Where cloakroom listens.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: std::net::SocketAddr,
+    },
+    /// Read a password from stdin (without echo on a terminal) and print its
+    /// argon2id PHC string, for `auth.users_file`.
+    HashPassword,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Some(Command::HashPassword) => return hash_password(),
+        Some(Command::Demo { listen }) => return demo(listen),
+        _ => {}
+    }
     let source = match cli.config {
         Some(path) => Source::Named(path),
         None => Source::Default,
@@ -50,6 +64,70 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run(config),
+        Command::Demo { .. } | Command::HashPassword => ExitCode::FAILURE,
+    }
+}
+
+fn hash_password() -> ExitCode {
+    use std::io::{BufRead, IsTerminal};
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ");
+        let again = rpassword::prompt_password("Again: ");
+        match (first, again) {
+            (Ok(a), Ok(b)) if a == b => a,
+            (Ok(_), Ok(_)) => {
+                eprintln!("cloakroom: the passwords differ");
+                return ExitCode::FAILURE;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("cloakroom: cannot read the password: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let mut line = String::new();
+        if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+            eprintln!("cloakroom: cannot read the password: {e}");
+            return ExitCode::FAILURE;
+        }
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.is_empty() {
+        eprintln!("cloakroom: the password is empty");
+        return ExitCode::FAILURE;
+    }
+    match cloakroom::auth::password::hash(&password) {
+        Ok(phc) => {
+            println!("{phc}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cloakroom: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(listen: std::net::SocketAddr) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cloakroom: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cloakroom::demo::run(listen, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cloakroom: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

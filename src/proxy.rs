@@ -17,6 +17,9 @@ use hyper::body::Incoming;
 use crate::access_log::AccessLog;
 use crate::body::{self, ProxyBody, Watched};
 use crate::error::ProxyError;
+use crate::identity::{self, UpstreamCommand};
+use crate::login;
+use crate::session::Current;
 use crate::upstream::Peer;
 use crate::App;
 
@@ -52,20 +55,70 @@ async fn pipeline(
     // 2. Find the session: a live ID this proxy signed, or a new one.
     let current = app.sessions.resolve(req.headers()).await?;
 
-    // 3. Forward: the session cookie is the proxy's alone; the rest of the
-    //    request is rewritten for the upstream (hop-by-hop headers stripped,
-    //    X-Forwarded-* set) and bodies stream both ways.
+    // 3. Reserved paths: the proxy's own pages never reach the upstream.
+    if login::is_reserved(req.uri().path()) {
+        return Ok((login::answer(app, peer, &current, req).await?, None));
+    }
+
+    // 4. Access rules: a protected path needs a logged-in session.
+    if current.user().is_none() && app.auth.rules.requires_login(req.uri().path()) {
+        let mut resp = login::challenge(&req);
+        if let Some(cookie) = app.sessions.set_cookie(&current) {
+            resp.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        return Ok((resp, None));
+    }
+
+    // 5. Forward: the session cookie is the proxy's alone, the identity
+    //    header is the proxy's word alone; the rest of the request is
+    //    rewritten for the upstream and bodies stream both ways.
     app.sessions.strip_cookie(req.headers_mut());
+    app.identity.apply(req.headers_mut(), current.user());
     let sent = Instant::now();
     let mut resp = app.upstream.forward(req, peer).await?;
     let upstream_time = sent.elapsed();
 
-    // 4. Answer: a newly issued ID goes out beside the upstream's own cookies.
-    if let Some(cookie) = app.sessions.set_cookie(&current) {
+    // 6. Answer: the upstream may drive the session; a new ID goes out
+    //    beside the upstream's own cookies.
+    let command = identity::take_upstream_command(resp.headers_mut());
+    let cookie = match command {
+        Some(command) if app.config.identity.upstream_control => {
+            upstream_drives(app, &current, command).await?
+        }
+        Some(_) => {
+            tracing::debug!(
+                "ignored an upstream session header (identity.upstream_control is off)"
+            );
+            app.sessions.set_cookie(&current)
+        }
+        None => app.sessions.set_cookie(&current),
+    };
+    if let Some(cookie) = cookie {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
 
     Ok((resp, Some(upstream_time)))
+}
+
+/// Carries out an upstream's `X-Cloakroom-Login`/`-Logout`; returns the
+/// cookie the client must get.
+async fn upstream_drives(
+    app: &App,
+    current: &Current,
+    command: UpstreamCommand,
+) -> Result<Option<HeaderValue>, ProxyError> {
+    match command {
+        UpstreamCommand::Login(user) => {
+            let logged_in = app.sessions.login(current, &user, false).await?;
+            tracing::info!(user, "login by the upstream");
+            Ok(app.sessions.set_cookie(&logged_in))
+        }
+        UpstreamCommand::Logout => {
+            app.sessions.destroy(&current.id).await?;
+            tracing::info!(user = current.user(), "logout by the upstream");
+            Ok(Some(app.sessions.expire_cookie()))
+        }
+    }
 }
 
 /// A reverse proxy forwards requests for paths; it opens no tunnels.

@@ -186,3 +186,102 @@ async fn run_logs_each_request_and_exits_cleanly_on_sigterm() {
         "the query string was logged: {line}"
     );
 }
+
+#[test]
+fn hash_password_prints_a_hash_that_verifies() {
+    use std::io::Write;
+    let mut child = cloakroom()
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let phc = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(phc.starts_with("$argon2id$"), "{phc}");
+    let users = cloakroom::auth::password::Users::parse(&format!("alice = \"{phc}\"")).unwrap();
+    assert!(users.check("alice", "correct horse"));
+    assert!(!users.check("alice", "correct horse\n"));
+    assert!(!users.check("alice", "wrong"));
+
+    let empty = cloakroom()
+        .arg("hash-password")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(empty.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn demo_shows_a_login_and_tells_the_app_who_signed_in() {
+    let mut child = cloakroom()
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let base = within(async {
+        loop {
+            let line = lines
+                .recv()
+                .await
+                .expect("demo exited before printing its URL");
+            if let Some(rest) = line.split("open ").nth(1) {
+                break rest.trim().trim_end_matches('/').to_owned();
+            }
+        }
+    })
+    .await;
+
+    let mut b = Browser::at(&base);
+    let home = b.get("/").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.body.contains("href=\"/account\""));
+    let protected = b.get("/account").await;
+    assert_eq!(protected.status, StatusCode::FOUND);
+    let form = b.get(protected.location().unwrap()).await;
+    assert_eq!(form.status, StatusCode::OK);
+    let csrf = form.input("csrf").unwrap();
+    let done = b
+        .post_form(
+            "/.cloakroom/login",
+            &[
+                ("csrf", &csrf),
+                ("username", "demo"),
+                ("password", "demo"),
+                ("return_to", "/account"),
+            ],
+        )
+        .await;
+    assert_eq!(done.location(), Some("/account"));
+    let account = b.get("/account").await;
+    assert!(
+        account.body.contains("X-Forwarded-User: demo"),
+        "{}",
+        account.body
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}

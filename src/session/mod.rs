@@ -25,8 +25,6 @@ pub mod id;
 pub mod store;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use ::cookie::SameSite;
 use http::header::{HeaderMap, HeaderValue};
@@ -51,6 +49,13 @@ pub struct Current {
     pub session: Option<Session>,
     /// The ID was issued for this request: the response must carry it.
     pub fresh: bool,
+}
+
+impl Current {
+    /// The logged-in user, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.session.as_ref()?.user.as_deref()
+    }
 }
 
 /// Sessions: keys, store, cookie settings and lifetimes.
@@ -184,6 +189,54 @@ impl Sessions {
         cookie::strip(headers, &self.cookie.name);
     }
 
+    /// Logs the session in as `user`: a new ID (the old one is destroyed, so
+    /// a planted ID is worth nothing), the old session's values kept, the
+    /// lifetime counted from now. The result is fresh: its cookie must go out.
+    pub async fn login(
+        &self,
+        current: &Current,
+        user: &str,
+        remember: bool,
+    ) -> Result<Current, StoreError> {
+        let now = self.clock.now_ms();
+        let mut session = current.session.clone().unwrap_or_else(|| Session::new(now));
+        session.user = Some(user.to_owned());
+        session.remember = remember;
+        session.created = now;
+        session.last_seen = now;
+        let id = SessionId::generate(&self.keys, now / 1000);
+        self.store.save(&id, &session).await?;
+        if !current.fresh {
+            self.store.revoke(&current.id, now).await?;
+        }
+        Ok(Current {
+            id,
+            session: Some(session),
+            fresh: true,
+        })
+    }
+
+    /// `Set-Cookie` that removes the session cookie from the browser.
+    pub fn expire_cookie(&self) -> HeaderValue {
+        self.cookie.expire()
+    }
+
+    /// A keyed token bound to this session, e.g. for CSRF checks.
+    pub fn token(&self, purpose: &[u8], id: &SessionId) -> String {
+        use base64::Engine;
+        let tag = self.keys.derive(purpose, &[id.as_str().as_bytes()]);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag)
+    }
+
+    /// Whether `presented` is this session's token for `purpose`
+    /// (compared in constant time).
+    pub fn token_matches(&self, purpose: &[u8], id: &SessionId, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let expected = self.token(purpose, id);
+        expected.len() == presented.len()
+            && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+    }
+
     /// Stores `session` under `id`.
     pub async fn save(&self, id: &SessionId, session: &Session) -> Result<(), StoreError> {
         self.store.save(id, session).await
@@ -224,24 +277,16 @@ impl Sessions {
         &self.cookie.name
     }
 
-    /// Forgets expired sessions every `interval`, until the task is aborted.
-    pub async fn purge_every(self: Arc<Self>, interval: Duration) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            match self.store.purge(self.clock.now_ms()).await {
-                Ok(0) => {}
-                Ok(purged) => tracing::debug!(purged, "expired sessions purged"),
-                Err(error) => tracing::warn!(%error, "purging expired sessions failed"),
-            }
-        }
+    /// Forgets expired sessions; returns how many.
+    pub async fn purge(&self) -> Result<usize, StoreError> {
+        self.store.purge(self.clock.now_ms()).await
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use http::header;
 
     use super::*;

@@ -86,6 +86,7 @@ struct UpstreamState {
 /// - `/download?bytes=N`: sends one 64 KiB chunk, waits for
 ///   [`Upstream::release_download`], then sends the rest;
 /// - `/ws`: a WebSocket echo;
+/// - `/respond-with?h=Name:Value`: records the request, answers with those headers;
 /// - anything else: records the request and answers `hello from upstream`.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -225,6 +226,32 @@ async fn route(
             resp
         }
         "/ws" => websocket_echo(&mut req),
+        "/respond-with" => {
+            // `?h=Name:Value&h=…`: answer with these headers (and record).
+            let pairs: Vec<(String, String)> =
+                url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                    .filter(|(k, _)| k == "h")
+                    .filter_map(|(_, v)| {
+                        let (n, v) = v.split_once(':')?;
+                        Some((n.to_owned(), v.to_owned()))
+                    })
+                    .collect();
+            state.seen.lock().unwrap().push(Seen {
+                method: req.method().to_string(),
+                target: req.uri().to_string(),
+                version: req.version(),
+                headers: req.headers().clone(),
+                body: Bytes::new(),
+            });
+            let mut resp = text(StatusCode::OK, "as you wish");
+            for (n, v) in pairs {
+                resp.headers_mut().append(
+                    http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            resp
+        }
         _ => {
             let (parts, body) = req.into_parts();
             let body = body
@@ -439,4 +466,101 @@ pub async fn raw(addr: SocketAddr, raw: &[u8]) -> String {
     // A reset after the answer still leaves the answer in `out`.
     let _ = within(stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+// ---- a browser-like client --------------------------------------------------
+
+/// A client that keeps cookies as a browser does (by name; Max-Age=0 deletes)
+/// and says it wants HTML.
+pub struct Browser {
+    client: Client<HttpConnector, TestBody>,
+    pub cookies: std::collections::BTreeMap<String, String>,
+    pub base: String,
+}
+
+/// A response as the browser saw it.
+pub struct Page {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn location(&self) -> Option<&str> {
+        self.headers.get("location").and_then(|v| v.to_str().ok())
+    }
+
+    /// The value of `<input name=NAME value=...>` in the page.
+    pub fn input(&self, name: &str) -> Option<String> {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self.body.find(&marker)? + marker.len();
+        let end = self.body[start..].find('"')? + start;
+        Some(self.body[start..end].replace("&amp;", "&"))
+    }
+}
+
+impl Browser {
+    pub fn new(proxy: &Proxy) -> Browser {
+        Browser::at(&format!("http://{}", proxy.addr))
+    }
+
+    /// A browser for the site at `base` (`http://host:port`).
+    pub fn at(base: &str) -> Browser {
+        Browser {
+            client: http1(),
+            cookies: Default::default(),
+            base: base.to_owned(),
+        }
+    }
+
+    pub fn session(&self) -> Option<&str> {
+        self.cookies.get("CLOAKROOMSID").map(String::as_str)
+    }
+
+    pub async fn get(&mut self, path: &str) -> Page {
+        let req = self.request(Request::get(format!("{}{path}", self.base)), empty());
+        self.send(req).await
+    }
+
+    pub async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let builder = Request::post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded");
+        let req = self.request(builder, full(body));
+        self.send(req).await
+    }
+
+    fn request(&self, builder: http::request::Builder, body: TestBody) -> Request<TestBody> {
+        let mut builder = builder.header("accept", "text/html,application/xhtml+xml");
+        if !self.cookies.is_empty() {
+            let jar: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            builder = builder.header("cookie", jar.join("; "));
+        }
+        builder.body(body).unwrap()
+    }
+
+    async fn send(&mut self, req: Request<TestBody>) -> Page {
+        let (status, headers, body) = send(&self.client, req).await;
+        for set in headers.get_all("set-cookie") {
+            let set = set.to_str().unwrap();
+            let pair = set.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if set.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        Page {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
 }

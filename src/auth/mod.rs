@@ -1,0 +1,80 @@
+//! Who may see what: the users and their passwords, the access rules, and
+//! throttling of failed logins. The login endpoints themselves are in
+//! [`crate::login`].
+//!
+//! - [`password`]: argon2id hashing and the users file.
+//! - [`rules`]: `auth.protect` / `auth.public`, matched on normalized paths.
+//! - [`throttle`]: failure counters per client IP and per username.
+
+pub mod password;
+pub mod rules;
+pub mod throttle;
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use self::password::Users;
+use self::rules::Rules;
+use self::throttle::Throttle;
+use crate::config::{AuthConfig, ConfigError};
+
+/// Password checks running at once. Each argon2id check holds ~19 MiB and a
+/// core for tens of milliseconds: a burst of logins queues instead of
+/// exhausting memory or starving request handling.
+const CONCURRENT_PASSWORD_CHECKS: usize = 4;
+
+/// Users, rules and throttling.
+pub struct Auth {
+    users: Option<Arc<Users>>,
+    /// The access rules.
+    pub rules: Rules,
+    /// Failed-login counters.
+    pub throttle: Throttle,
+    checks: Semaphore,
+}
+
+impl Auth {
+    /// Loads the users file (if any) and compiles the rules.
+    pub fn open(cfg: &AuthConfig) -> Result<Auth, ConfigError> {
+        let users = match &cfg.users_file {
+            Some(path) => Some(Arc::new(Users::load(path).map_err(|message| {
+                ConfigError::Key {
+                    key: "auth.users_file".into(),
+                    message,
+                }
+            })?)),
+            None => None,
+        };
+        Ok(Auth {
+            users,
+            rules: Rules::new(&cfg.protect, &cfg.public),
+            throttle: Throttle::new(
+                cfg.max_failures_per_ip,
+                cfg.max_failures_per_user,
+                cfg.failure_window,
+            ),
+            checks: Semaphore::new(CONCURRENT_PASSWORD_CHECKS),
+        })
+    }
+
+    /// Whether the login form can log anyone in.
+    pub fn has_users(&self) -> bool {
+        self.users.is_some()
+    }
+
+    /// Checks a password off the request threads. Unknown users cost the
+    /// same as known ones.
+    pub async fn check_password(&self, user: &str, password: &str) -> bool {
+        let Some(users) = self.users.clone() else {
+            return false;
+        };
+        let Ok(_turn) = self.checks.acquire().await else {
+            return false;
+        };
+        let (user, password) = (user.to_owned(), password.to_owned());
+        tokio::task::spawn_blocking(move || users.check(&user, &password))
+            .await
+            .unwrap_or(false)
+    }
+}

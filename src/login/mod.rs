@@ -1,0 +1,423 @@
+//! The proxy's own endpoints under `/.cloakroom/`, answered locally and never
+//! forwarded, and the answer to a request that needs a login.
+//!
+//! - `GET /.cloakroom/login`: the form, with a CSRF token bound to the session.
+//! - `POST /.cloakroom/login`: CSRF check (403), throttling (429), password
+//!   check, then a new session ID and a 303 to a same-origin `return_to`.
+//! - `GET /.cloakroom/logout`: a one-button confirmation.
+//! - `POST /.cloakroom/logout`: CSRF check, the session destroyed, the cookie
+//!   expired, 303 to `/`.
+
+pub mod page;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::body::{self, ProxyBody};
+use crate::error::ProxyError;
+use crate::session::Current;
+use crate::upstream::Peer;
+use crate::App;
+
+/// Paths under this prefix are the proxy's own.
+pub const PREFIX: &str = "/.cloakroom/";
+/// The login form.
+pub const LOGIN_PATH: &str = "/.cloakroom/login";
+/// The logout endpoint.
+pub const LOGOUT_PATH: &str = "/.cloakroom/logout";
+
+/// Label under which CSRF tokens are derived from the session ID.
+const CSRF: &[u8] = b"csrf";
+/// Largest login form body accepted.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// Whether `path` is one of the proxy's own.
+pub fn is_reserved(path: &str) -> bool {
+    path.starts_with(PREFIX) || path == "/.cloakroom"
+}
+
+/// Answers a request under `/.cloakroom/`.
+pub async fn answer(
+    app: &App,
+    peer: Peer,
+    current: &Current,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let path = req.uri().path();
+    let method = req.method().clone();
+    match (path, &method) {
+        (LOGIN_PATH, &Method::GET | &Method::HEAD) => {
+            let return_to = query_param(req.uri().query(), "return_to")
+                .map(|r| safe_return_to(&r))
+                .unwrap_or_else(|| "/".to_owned());
+            Ok(login_form(
+                app,
+                current,
+                &return_to,
+                None,
+                "",
+                StatusCode::OK,
+            ))
+        }
+        (LOGIN_PATH, &Method::POST) => login(app, peer, current, req).await,
+        (LOGOUT_PATH, &Method::GET | &Method::HEAD) => {
+            let csrf = app.sessions.token(CSRF, &current.id);
+            let html = page::logout(&csrf, current.user(), &[]);
+            Ok(with_session_cookie(
+                app,
+                current,
+                html_response(StatusCode::OK, html),
+            ))
+        }
+        (LOGOUT_PATH, &Method::POST) => logout(app, current, req).await,
+        (LOGIN_PATH | LOGOUT_PATH, _) => {
+            let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+            Ok(resp)
+        }
+        _ => Ok(text(StatusCode::NOT_FOUND, "404 Not Found\n")),
+    }
+}
+
+/// The answer to a request that needs a login and has none: a browser
+/// navigation is sent to the login page, anything else gets 401.
+pub fn challenge(req: &Request<Incoming>) -> Response<ProxyBody> {
+    if !is_navigation(req) {
+        let mut resp = text(StatusCode::UNAUTHORIZED, "401 Unauthorized: log in first\n");
+        // RFC 9110 §15.5.2 asks for a challenge; this one names the form.
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Cookie realm=\"cloakroom\", form=\"/.cloakroom/login\""),
+        );
+        return resp;
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let location = format!(
+        "{LOGIN_PATH}?return_to={}",
+        url::form_urlencoded::byte_serialize(safe_return_to(target).as_bytes()).collect::<String>()
+    );
+    redirect(StatusCode::FOUND, &location)
+}
+
+/// A browser navigation: the client says it wants HTML.
+pub fn is_navigation(req: &Request<Incoming>) -> bool {
+    req.headers().get_all(header::ACCEPT).iter().any(|v| {
+        v.as_bytes()
+            .windows(9)
+            .any(|w| w.eq_ignore_ascii_case(b"text/html"))
+    })
+}
+
+async fn login(
+    app: &App,
+    peer: Peer,
+    current: &Current,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let form = match read_form(req).await {
+        Ok(form) => form,
+        Err(resp) => return Ok(resp),
+    };
+    let return_to = safe_return_to(form.get("return_to").unwrap_or("/"));
+    // A fresh session cannot carry a valid token: the form was not ours,
+    // or the cookie did not come back.
+    if current.fresh
+        || !app
+            .sessions
+            .token_matches(CSRF, &current.id, form.get("csrf").unwrap_or(""))
+    {
+        return Ok(csrf_failed(app, current));
+    }
+    let username = form.get("username").unwrap_or("").trim();
+    let password = form.get("password").unwrap_or("");
+    let remember = form.get("remember").is_some_and(|v| !v.is_empty());
+    let now = app.sessions.clock().now_ms();
+    let throttle = &app.auth.throttle;
+
+    if let Some(wait) = throttle.blocked(peer.addr.ip(), username, now) {
+        let secs = wait.as_secs().max(1);
+        tracing::warn!(user = username, ip = %peer.addr.ip(), "login throttled");
+        let minutes = secs.div_ceil(60);
+        let message = format!(
+            "Too many failed attempts. Try again in {minutes} minute{}.",
+            if minutes == 1 { "" } else { "s" }
+        );
+        let mut resp = login_form(
+            app,
+            current,
+            &return_to,
+            Some(&message),
+            username,
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Ok(resp);
+    }
+
+    let valid = !username.is_empty()
+        && username.len() <= 256
+        && password.len() <= 1024
+        && app.auth.check_password(username, password).await;
+    if !valid {
+        throttle.failed(peer.addr.ip(), username, now);
+        tracing::info!(user = username, ip = %peer.addr.ip(), "login failed");
+        return Ok(login_form(
+            app,
+            current,
+            &return_to,
+            Some("Wrong username or password."),
+            username,
+            StatusCode::OK,
+        ));
+    }
+
+    throttle.succeeded(username);
+    let logged_in = app.sessions.login(current, username, remember).await?;
+    tracing::info!(user = username, ip = %peer.addr.ip(), remember, "login");
+    let mut resp = redirect(StatusCode::SEE_OTHER, &return_to);
+    if let Some(cookie) = app.sessions.set_cookie(&logged_in) {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(resp)
+}
+
+async fn logout(
+    app: &App,
+    current: &Current,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let form = match read_form(req).await {
+        Ok(form) => form,
+        Err(resp) => return Ok(resp),
+    };
+    if current.fresh
+        || !app
+            .sessions
+            .token_matches(CSRF, &current.id, form.get("csrf").unwrap_or(""))
+    {
+        return Ok(csrf_failed(app, current));
+    }
+    app.sessions.destroy(&current.id).await?;
+    if let Some(user) = current.user() {
+        tracing::info!(user, "logout");
+    }
+    let mut resp = redirect(StatusCode::SEE_OTHER, "/");
+    resp.headers_mut()
+        .append(header::SET_COOKIE, app.sessions.expire_cookie());
+    Ok(resp)
+}
+
+fn login_form(
+    app: &App,
+    current: &Current,
+    return_to: &str,
+    error: Option<&str>,
+    username: &str,
+    status: StatusCode,
+) -> Response<ProxyBody> {
+    let csrf = app.sessions.token(CSRF, &current.id);
+    let html = page::login(&page::LoginForm {
+        app_name: &app.config.auth.app_name,
+        return_to,
+        csrf: &csrf,
+        error,
+        username,
+        signed_in_as: current.user(),
+        hidden: &[],
+    });
+    with_session_cookie(app, current, html_response(status, html))
+}
+
+fn csrf_failed(app: &App, current: &Current) -> Response<ProxyBody> {
+    let resp = html_response(
+        StatusCode::FORBIDDEN,
+        "<!doctype html><meta charset=\"utf-8\"><title>Form expired</title>\
+         <p>This form expired or did not come from this site. \
+         <a href=\"/.cloakroom/login\">Open the sign-in page again</a>.</p>\n"
+            .to_owned(),
+    );
+    with_session_cookie(app, current, resp)
+}
+
+/// Adds the cookie of a session issued for this request.
+fn with_session_cookie(
+    app: &App,
+    current: &Current,
+    mut resp: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    if let Some(cookie) = app.sessions.set_cookie(current) {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    resp
+}
+
+/// The decoded fields of a form body, first value of each name.
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+async fn read_form(req: Request<Incoming>) -> Result<Form, Response<ProxyBody>> {
+    let bytes: Bytes = match Limited::new(req.into_body(), MAX_FORM_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "413 Payload Too Large\n",
+            ))
+        }
+        Err(_) => {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: broken body\n",
+            ))
+        }
+    };
+    Ok(Form(
+        url::form_urlencoded::parse(&bytes)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    ))
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `target` if it is a path on this site, else `/`. Refuses anything a
+/// browser could read as another origin: `//host`, `/\host`, schemes,
+/// control characters, and the same hidden behind percent-escapes.
+pub fn safe_return_to(target: &str) -> String {
+    let decoded = percent_decode_all(target.as_bytes());
+    let looks_remote = |t: &[u8]| {
+        !t.starts_with(b"/")
+            || t.starts_with(b"//")
+            || t.starts_with(b"/\\")
+            || t.iter().any(|b| b.is_ascii_control() || *b == b'\\')
+    };
+    let ok = target.is_ascii()
+        && !looks_remote(target.as_bytes())
+        && !looks_remote(&decoded)
+        && !target.starts_with(PREFIX);
+    if ok {
+        target.to_owned()
+    } else {
+        "/".to_owned()
+    }
+}
+
+/// Decodes percent-escapes repeatedly, until nothing changes (double
+/// encoding hides `//` just as well as single).
+fn percent_decode_all(bytes: &[u8]) -> Vec<u8> {
+    let mut current = bytes.to_vec();
+    for _ in 0..4 {
+        let next = crate::auth::rules::percent_decode(&current);
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(location).unwrap_or_else(|_| HeaderValue::from_static("/")),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn html_response(status: StatusCode, html: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(body::full(html));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The form must not be framed (clickjacking) nor load anything foreign.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    resp
+}
+
+fn text(status: StatusCode, message: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(body::full(message));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_accepts_only_same_origin_paths() {
+        for good in ["/", "/books?page=2#top", "/a/b%20c", "/search?q=%2F%2F"] {
+            assert_eq!(safe_return_to(good), good, "{good}");
+        }
+        for bad in [
+            "//evil.example",
+            "///evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "https://evil.example/",
+            "HTTP://EVIL.EXAMPLE",
+            "javascript:alert(1)",
+            "evil.example",
+            "",
+            "/%2F%2Fevil.example",
+            "/%5Cevil.example",
+            "%2F%2Fevil.example",
+            "/%252F%252Fevil.example",
+            "/ok\r\nSet-Cookie: x=1",
+            "/ok%0d%0aSet-Cookie:%20x=1",
+            "/\tevil",
+            "/caf\u{e9}",
+            "/.cloakroom/logout",
+        ] {
+            assert_eq!(safe_return_to(bad), "/", "{bad:?} was accepted");
+        }
+    }
+}
