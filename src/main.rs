@@ -60,6 +60,13 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => {
+            // Files the config names are checked too, without creating any.
+            if let Some(path) = &config.auth.users_file {
+                if let Err(e) = cloakroom::auth::password::Users::load(path) {
+                    eprintln!("cloakroom: auth.users_file: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             print!("{}", config.to_toml());
             ExitCode::SUCCESS
         }

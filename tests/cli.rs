@@ -59,6 +59,28 @@ fn check_names_the_key_of_every_error() {
         assert!(stderr.contains(expected), "{text:?}: {stderr}");
     }
 
+    let users = dir.path().join("users.toml");
+    std::fs::write(&users, "alice = \"not-a-hash\"\n").unwrap();
+    let path = write_config(
+        &dir,
+        &format!(
+            "[upstream]\nurl = \"http://x\"\n[auth]\nusers_file = {:?}\n",
+            users.to_str().unwrap()
+        ),
+    );
+    let out = cloakroom()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("auth.users_file:") && stderr.contains("user \"alice\": not a PHC string"),
+        "{stderr}"
+    );
+
     let out = cloakroom()
         .args(["check", "--config", "/nonexistent/proxy.toml"])
         .output()
