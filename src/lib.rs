@@ -53,6 +53,7 @@ pub mod hop;
 pub mod identity;
 pub mod login;
 pub mod proxy;
+pub mod rewrite;
 pub mod server;
 pub mod session;
 pub mod upstream;

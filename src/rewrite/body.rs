@@ -1,0 +1,1 @@
+//! Streams a response body through the HTML rewriter in a task of its own.
