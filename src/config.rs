@@ -145,6 +145,8 @@ pub struct SessionConfig {
     /// How often expired sessions are purged from the store.
     #[serde(with = "duration_text")]
     pub purge_interval: Duration,
+    /// Serve clients that refuse cookies (probe, URL mode, link rewriting).
+    pub cookieless: bool,
 }
 
 /// `[auth]`: users, protected paths, login throttling.
@@ -279,6 +281,7 @@ struct RawSession {
     secure: Option<bool>,
     #[serde(default, with = "duration_text::option")]
     purge_interval: Option<Duration>,
+    cookieless: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -579,6 +582,7 @@ fn session_config(raw: RawSession) -> Result<SessionConfig, ConfigError> {
             raw.purge_interval,
             Duration::from_secs(60),
         )?,
+        cookieless: raw.cookieless.unwrap_or(true),
     })
 }
 

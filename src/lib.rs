@@ -52,6 +52,7 @@ pub mod error;
 pub mod hop;
 pub mod identity;
 pub mod login;
+pub mod probe;
 pub mod proxy;
 pub mod rewrite;
 pub mod server;
@@ -74,6 +75,8 @@ pub struct App {
     pub auth: auth::Auth,
     /// The identity header.
     pub identity: identity::Identity,
+    /// Recent cookie probes, so that no client is probed in a loop.
+    pub probes: probe::Probes,
 }
 
 impl App {
@@ -94,6 +97,7 @@ impl App {
             sessions,
             auth,
             identity,
+            probes: probe::Probes::default(),
         }))
     }
 }

@@ -8,10 +8,10 @@
 //! added to it, each one either passing the request on or answering early.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::access_log::AccessLog;
@@ -19,7 +19,9 @@ use crate::body::{self, ProxyBody, Watched};
 use crate::error::ProxyError;
 use crate::identity::{self, UpstreamCommand};
 use crate::login;
-use crate::session::Current;
+use crate::probe;
+use crate::rewrite::{self, link, link::Origin, link::Ticket};
+use crate::session::{Current, SessionChange};
 use crate::upstream::Peer;
 use crate::App;
 
@@ -43,80 +45,183 @@ pub async fn handle(app: Arc<App>, peer: Peer, req: Request<Incoming>) -> Respon
     resp.map(|b| Watched::new(b, log))
 }
 
-/// The steps, in order. Each returns early with an error or a local answer.
+/// The steps, in order. Each returns early with an error or a local answer;
+/// every answer, local or relayed, then passes through [`finish`].
 async fn pipeline(
     app: &App,
     peer: Peer,
-    mut req: Request<Incoming>,
-) -> Result<(Response<ProxyBody>, Option<std::time::Duration>), ProxyError> {
+    req: Request<Incoming>,
+) -> Result<(Response<ProxyBody>, Option<Duration>), ProxyError> {
     // 1. Reject what a reverse proxy must not forward.
     check_forwardable(&req)?;
 
-    // 2. Find the session: a live ID this proxy signed, or a new one.
-    let current = app.sessions.resolve(req.headers()).await?;
+    // 2. Find the session: a live ID this proxy signed, from the cookie or,
+    //    for a client that refuses cookies, the URL; else a new one.
+    let current = app
+        .sessions
+        .resolve(req.headers(), req.uri().query())
+        .await?;
+    let page = Page::of(&req, peer);
 
-    // 3. Reserved paths: the proxy's own pages never reach the upstream.
-    if login::is_reserved(req.uri().path()) {
-        return Ok((login::answer(app, peer, &current, req).await?, None));
-    }
+    let (resp, upstream_time) = respond(app, peer, &current, req).await?;
+    Ok((finish(app, &current, &page, resp), upstream_time))
+}
 
-    // 4. Access rules: a protected path needs a logged-in session.
-    if current.user().is_none() && app.auth.rules.requires_login(req.uri().path()) {
-        let mut resp = login::challenge(&req);
-        if let Some(cookie) = app.sessions.set_cookie(&current) {
-            resp.headers_mut().append(header::SET_COOKIE, cookie);
+/// Steps 3 to 7: probe, reserved paths, access rules, forwarding.
+async fn respond(
+    app: &App,
+    peer: Peer,
+    current: &Current,
+    mut req: Request<Incoming>,
+) -> Result<(Response<ProxyBody>, Option<Duration>), ProxyError> {
+    let path = req.uri().path();
+    let reserved = login::is_reserved(path);
+    let protected = !reserved && current.user().is_none() && app.auth.rules.requires_login(path);
+
+    // 3. Cookie probe: a navigation without a usable ID learns whether the
+    //    client takes cookies before any ID goes into a URL; URL mode starts
+    //    or ends here.
+    if app.sessions.cookieless() && !reserved && probe::is_navigation(&req) {
+        let now = app.sessions.clock().now_ms();
+        let name = app.sessions.name();
+        if let Some(resp) = probe::answer(
+            &app.probes,
+            &req,
+            current,
+            name,
+            peer.addr.ip(),
+            now,
+            protected,
+        ) {
+            return Ok((resp, None));
         }
-        return Ok((resp, None));
     }
 
-    // 5. Forward: the session cookie is the proxy's alone, the identity
-    //    header is the proxy's word alone; the rest of the request is
-    //    rewritten for the upstream and bodies stream both ways.
+    // 4. Reserved paths: the proxy's own pages never reach the upstream.
+    if reserved {
+        return Ok((login::answer(app, peer, current, req).await?, None));
+    }
+
+    // 5. Access rules: a protected path needs a logged-in session.
+    if protected {
+        return Ok((login::challenge(&req, app.sessions.name()), None));
+    }
+
+    // 6. Forward: the session cookie, the URL ID and the probe marker are
+    //    the proxy's alone, and so is the identity header; the rest of the
+    //    request is rewritten for the upstream and bodies stream both ways.
+    clean_target(&mut req, app.sessions.name())?;
     app.sessions.strip_cookie(req.headers_mut());
     app.identity.apply(req.headers_mut(), current.user());
     let sent = Instant::now();
     let mut resp = app.upstream.forward(req, peer).await?;
     let upstream_time = sent.elapsed();
 
-    // 6. Answer: the upstream may drive the session; a new ID goes out
-    //    beside the upstream's own cookies.
-    let command = identity::take_upstream_command(resp.headers_mut());
-    let cookie = match command {
+    // 7. The upstream may drive the session (when allowed); its control
+    //    headers never reach the client.
+    match identity::take_upstream_command(resp.headers_mut()) {
         Some(command) if app.config.identity.upstream_control => {
-            upstream_drives(app, &current, command).await?
+            let change = upstream_drives(app, current, command).await?;
+            resp.extensions_mut().insert(change);
         }
         Some(_) => {
-            tracing::debug!(
-                "ignored an upstream session header (identity.upstream_control is off)"
-            );
-            app.sessions.set_cookie(&current)
+            tracing::debug!("ignored an upstream session header (identity.upstream_control is off)")
         }
-        None => app.sessions.set_cookie(&current),
-    };
-    if let Some(cookie) = cookie {
-        resp.headers_mut().append(header::SET_COOKIE, cookie);
+        None => {}
     }
-
     Ok((resp, Some(upstream_time)))
 }
 
-/// Carries out an upstream's `X-Cloakroom-Login`/`-Logout`; returns the
-/// cookie the client must get.
+/// 8. Answer: the session the response leaves behind (changed by a login or
+///    logout) gets its cookie; in URL mode, links and redirects carry its ID.
+fn finish(
+    app: &App,
+    current: &Current,
+    page: &Page,
+    mut resp: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    let after = match resp.extensions_mut().remove::<SessionChange>() {
+        Some(SessionChange::LoggedIn(new)) => Some(new),
+        Some(SessionChange::LoggedOut) => {
+            resp.headers_mut()
+                .append(header::SET_COOKIE, app.sessions.expire_cookie());
+            None
+        }
+        None => Some(current.clone()),
+    };
+    let Some(after) = after else { return resp };
+    if let Some(cookie) = app.sessions.set_cookie(&after) {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    if after.in_url {
+        let ticket = Ticket {
+            name: app.sessions.name().to_owned(),
+            id: after.id.as_str().to_owned(),
+        };
+        resp = rewrite::for_url_mode(resp, page.origin.as_ref(), &ticket, page.head);
+    }
+    resp
+}
+
+/// What the finishing step needs to know of the request.
+struct Page {
+    /// The page as the client addressed it (for same-origin checks).
+    origin: Option<Origin>,
+    head: bool,
+}
+
+impl Page {
+    fn of<B>(req: &Request<B>, peer: Peer) -> Page {
+        let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        let scheme = if peer.tls { "https" } else { "http" };
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        Page {
+            origin: host.and_then(|h| Origin::new(scheme, h, target)),
+            head: req.method() == Method::HEAD,
+        }
+    }
+}
+
+/// Removes the session parameter and the probe marker from the request
+/// target; every other byte of it stays as the client sent it.
+fn clean_target<B>(req: &mut Request<B>, name: &str) -> Result<(), ProxyError> {
+    let url = probe::UrlState::of(req.uri().query(), name);
+    if !url.dirty() {
+        return Ok(());
+    }
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let cleaned = link::strip_param(&link::strip_param(target, probe::MARKER), name);
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(
+        cleaned
+            .parse()
+            .map_err(|_| ProxyError::BadRequest("bad request target\n"))?,
+    );
+    *req.uri_mut() =
+        Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("bad request target\n"))?;
+    Ok(())
+}
+
+/// Carries out an upstream's `X-Cloakroom-Login`/`-Logout`.
 async fn upstream_drives(
     app: &App,
     current: &Current,
     command: UpstreamCommand,
-) -> Result<Option<HeaderValue>, ProxyError> {
+) -> Result<SessionChange, ProxyError> {
     match command {
         UpstreamCommand::Login(user) => {
             let logged_in = app.sessions.login(current, &user, false).await?;
             tracing::info!(user, "login by the upstream");
-            Ok(app.sessions.set_cookie(&logged_in))
+            Ok(SessionChange::LoggedIn(logged_in))
         }
         UpstreamCommand::Logout => {
             app.sessions.destroy(&current.id).await?;
             tracing::info!(user = current.user(), "logout by the upstream");
-            Ok(Some(app.sessions.expire_cookie()))
+            Ok(SessionChange::LoggedOut)
         }
     }
 }

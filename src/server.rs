@@ -118,7 +118,9 @@ async fn purge_every(app: Arc<App>, interval: Duration) {
             Ok(purged) => tracing::debug!(purged, "expired sessions purged"),
             Err(error) => tracing::warn!(%error, "purging expired sessions failed"),
         }
-        app.auth.throttle.purge(app.sessions.clock().now_ms());
+        let now = app.sessions.clock().now_ms();
+        app.auth.throttle.purge(now);
+        app.probes.purge(now);
     }
 }
 

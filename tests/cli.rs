@@ -270,7 +270,7 @@ async fn demo_shows_a_login_and_tells_the_app_who_signed_in() {
     .await;
 
     let mut b = Browser::at(&base);
-    let home = b.get("/").await;
+    let (home, _) = b.visit("/").await;
     assert_eq!(home.status, StatusCode::OK);
     assert!(home.body.contains("href=\"/account\""));
     let protected = b.get("/account").await;

@@ -423,7 +423,7 @@ async fn the_upstream_can_drive_the_session_only_when_allowed() {
     )
     .await;
     let mut b = Browser::new(&s.proxy);
-    b.get("/respond-with?h=X-Seen:0").await;
+    b.visit("/respond-with?h=X-Seen:0").await;
     let before = b.session().unwrap().to_owned();
     let page = b.get("/respond-with?h=X-Cloakroom-Login:carol").await;
     assert_eq!(page.status, StatusCode::OK);
@@ -456,7 +456,7 @@ async fn the_upstream_can_drive_the_session_only_when_allowed() {
 async fn upstream_session_headers_are_ignored_and_stripped_by_default() {
     let s = site("public = [\"/respond-with\"]", "").await;
     let mut b = Browser::new(&s.proxy);
-    let page = b.get("/respond-with?h=X-Cloakroom-Login:alice").await;
+    let (page, _) = b.visit("/respond-with?h=X-Cloakroom-Login:alice").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.headers.get("x-cloakroom-login").is_none());
     assert_eq!(

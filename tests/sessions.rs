@@ -189,7 +189,7 @@ async fn an_expired_session_is_replaced_and_stays_dead() {
     // A stored session: idle limit.
     let (_, h, _) = get(&proxy.url("/")).await;
     let id = issued(&h).unwrap();
-    let current = sessions.resolve(&cookie_header(&id)).await.unwrap();
+    let current = sessions.resolve(&cookie_header(&id), None).await.unwrap();
     let mut data = sessions.blank();
     data.user = Some("alice".into());
     sessions.save(&current.id, &data).await.unwrap();
@@ -204,7 +204,7 @@ async fn an_expired_session_is_replaced_and_stays_dead() {
     let replaced = issued(&h).expect("a session outlived its absolute limit");
     assert_ne!(replaced, id);
     // Replaying it later does not bring it (or its user) back.
-    let again = sessions.resolve(&cookie_header(&id)).await.unwrap();
+    let again = sessions.resolve(&cookie_header(&id), None).await.unwrap();
     assert!(again.fresh && again.session.is_none());
 }
 
@@ -216,7 +216,7 @@ async fn a_destroyed_session_is_worth_nothing() {
 
     let (_, h, _) = get(&proxy.url("/")).await;
     let id = issued(&h).unwrap();
-    let current = sessions.resolve(&cookie_header(&id)).await.unwrap();
+    let current = sessions.resolve(&cookie_header(&id), None).await.unwrap();
     sessions.destroy(&current.id).await.unwrap();
 
     let (_, h, _) = get_with_cookie(&proxy.url("/"), &format!("CLOAKROOMSID={id}")).await;
@@ -249,7 +249,7 @@ async fn a_file_store_session_survives_a_restart_and_a_corrupt_file_is_skipped()
     );
     let id = issued(&h).unwrap();
     let sessions = &first.app.sessions;
-    let current = sessions.resolve(&cookie_header(&id)).await.unwrap();
+    let current = sessions.resolve(&cookie_header(&id), None).await.unwrap();
     let mut data = sessions.blank();
     data.user = Some("alice".into());
     data.values.insert("colour".into(), "teal".into());
@@ -262,7 +262,7 @@ async fn a_file_store_session_survives_a_restart_and_a_corrupt_file_is_skipped()
     let back = second
         .app
         .sessions
-        .resolve(&cookie_header(&id))
+        .resolve(&cookie_header(&id), None)
         .await
         .unwrap();
     let back = back.session.expect("stored data lost across the restart");
@@ -308,7 +308,7 @@ async fn many_concurrent_requests_share_one_session() {
     let (_, h, _) = get(&proxy.url("/")).await;
     let id = issued(&h).unwrap();
     let sessions = &proxy.app.sessions;
-    let current = sessions.resolve(&cookie_header(&id)).await.unwrap();
+    let current = sessions.resolve(&cookie_header(&id), None).await.unwrap();
     sessions.save(&current.id, &sessions.blank()).await.unwrap();
 
     let mut tasks = Vec::new();

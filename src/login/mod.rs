@@ -18,7 +18,9 @@ use hyper::body::Incoming;
 
 use crate::body::{self, ProxyBody};
 use crate::error::ProxyError;
-use crate::session::Current;
+use crate::probe;
+use crate::rewrite::link;
+use crate::session::{Current, SessionChange};
 use crate::upstream::Peer;
 use crate::App;
 
@@ -65,12 +67,14 @@ pub async fn answer(
         (LOGIN_PATH, &Method::POST) => login(app, peer, current, req).await,
         (LOGOUT_PATH, &Method::GET | &Method::HEAD) => {
             let csrf = app.sessions.token(CSRF, &current.id);
-            let html = page::logout(&csrf, current.user(), &[]);
-            Ok(with_session_cookie(
-                app,
-                current,
-                html_response(StatusCode::OK, html),
-            ))
+            let hidden = [(app.sessions.name(), current.id.as_str())];
+            let hidden: &[(&str, &str)] = if app.sessions.cookieless() {
+                &hidden
+            } else {
+                &[]
+            };
+            let html = page::logout(&csrf, current.user(), hidden);
+            Ok(html_response(StatusCode::OK, html))
         }
         (LOGOUT_PATH, &Method::POST) => logout(app, current, req).await,
         (LOGIN_PATH | LOGOUT_PATH, _) => {
@@ -84,8 +88,9 @@ pub async fn answer(
 }
 
 /// The answer to a request that needs a login and has none: a browser
-/// navigation is sent to the login page, anything else gets 401.
-pub fn challenge(req: &Request<Incoming>) -> Response<ProxyBody> {
+/// navigation is sent to the login page, anything else gets 401. The
+/// session parameter `name` is not carried into `return_to`.
+pub fn challenge(req: &Request<Incoming>, name: &str) -> Response<ProxyBody> {
     if !is_navigation(req) {
         let mut resp = text(StatusCode::UNAUTHORIZED, "401 Unauthorized: log in first\n");
         // RFC 9110 §15.5.2 asks for a challenge; this one names the form.
@@ -100,9 +105,11 @@ pub fn challenge(req: &Request<Incoming>) -> Response<ProxyBody> {
         .path_and_query()
         .map(|pq| pq.as_str())
         .unwrap_or("/");
+    let target = link::strip_param(&link::strip_param(target, probe::MARKER), name);
     let location = format!(
         "{LOGIN_PATH}?return_to={}",
-        url::form_urlencoded::byte_serialize(safe_return_to(target).as_bytes()).collect::<String>()
+        url::form_urlencoded::byte_serialize(safe_return_to(&target).as_bytes())
+            .collect::<String>()
     );
     redirect(StatusCode::FOUND, &location)
 }
@@ -122,19 +129,23 @@ async fn login(
     current: &Current,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    if !same_origin_post(&req) {
+        return Ok(csrf_failed());
+    }
     let form = match read_form(req).await {
         Ok(form) => form,
         Err(resp) => return Ok(resp),
     };
+    let current = &form_session(app, current, &form).await?;
     let return_to = safe_return_to(form.get("return_to").unwrap_or("/"));
     // A fresh session cannot carry a valid token: the form was not ours,
-    // or the cookie did not come back.
+    // or neither cookie nor hidden field came back.
     if current.fresh
         || !app
             .sessions
             .token_matches(CSRF, &current.id, form.get("csrf").unwrap_or(""))
     {
-        return Ok(csrf_failed(app, current));
+        return Ok(csrf_failed());
     }
     let username = form.get("username").unwrap_or("").trim();
     let password = form.get("password").unwrap_or("");
@@ -183,10 +194,11 @@ async fn login(
     throttle.succeeded(username);
     let logged_in = app.sessions.login(current, username, remember).await?;
     tracing::info!(user = username, ip = %peer.addr.ip(), remember, "login");
+    // The cookie (and, in URL mode, the ID in the redirect) follow from the
+    // new session when the answer is finished.
     let mut resp = redirect(StatusCode::SEE_OTHER, &return_to);
-    if let Some(cookie) = app.sessions.set_cookie(&logged_in) {
-        resp.headers_mut().append(header::SET_COOKIE, cookie);
-    }
+    resp.extensions_mut()
+        .insert(SessionChange::LoggedIn(logged_in));
     Ok(resp)
 }
 
@@ -195,25 +207,76 @@ async fn logout(
     current: &Current,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    if !same_origin_post(&req) {
+        return Ok(csrf_failed());
+    }
     let form = match read_form(req).await {
         Ok(form) => form,
         Err(resp) => return Ok(resp),
     };
+    let current = &form_session(app, current, &form).await?;
     if current.fresh
         || !app
             .sessions
             .token_matches(CSRF, &current.id, form.get("csrf").unwrap_or(""))
     {
-        return Ok(csrf_failed(app, current));
+        return Ok(csrf_failed());
     }
     app.sessions.destroy(&current.id).await?;
     if let Some(user) = current.user() {
         tracing::info!(user, "logout");
     }
     let mut resp = redirect(StatusCode::SEE_OTHER, "/");
-    resp.headers_mut()
-        .append(header::SET_COOKIE, app.sessions.expire_cookie());
+    resp.extensions_mut().insert(SessionChange::LoggedOut);
     Ok(resp)
+}
+
+/// The session a form was posted from: the cookie's or URL's if there was
+/// one, else the one in the form's hidden field (clients without cookies).
+async fn form_session(app: &App, current: &Current, form: &Form) -> Result<Current, ProxyError> {
+    if !current.fresh {
+        return Ok(current.clone());
+    }
+    let Some(presented) = form.get(app.sessions.name()) else {
+        return Ok(current.clone());
+    };
+    Ok(app
+        .sessions
+        .resolve_presented(presented)
+        .await?
+        .unwrap_or_else(|| current.clone()))
+}
+
+/// A POST whose `Origin` (sent by every current browser) names another
+/// site is refused: with the session in a hidden field, the CSRF token
+/// alone would not stop a foreign page from posting a login form of its own.
+fn same_origin_post(req: &Request<Incoming>) -> bool {
+    if req
+        .headers()
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
+    {
+        return false;
+    }
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        });
+    let Some(host) = host else { return false };
+    origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .is_some_and(|(_, o_host)| o_host.eq_ignore_ascii_case(&host))
 }
 
 fn login_form(
@@ -225,6 +288,9 @@ fn login_form(
     status: StatusCode,
 ) -> Response<ProxyBody> {
     let csrf = app.sessions.token(CSRF, &current.id);
+    // The session rides in a hidden field too, so a client that refuses
+    // cookies can log in.
+    let hidden = [(app.sessions.name(), current.id.as_str())];
     let html = page::login(&page::LoginForm {
         app_name: &app.config.auth.app_name,
         return_to,
@@ -232,32 +298,23 @@ fn login_form(
         error,
         username,
         signed_in_as: current.user(),
-        hidden: &[],
+        hidden: if app.sessions.cookieless() {
+            &hidden
+        } else {
+            &[]
+        },
     });
-    with_session_cookie(app, current, html_response(status, html))
+    html_response(status, html)
 }
 
-fn csrf_failed(app: &App, current: &Current) -> Response<ProxyBody> {
-    let resp = html_response(
+fn csrf_failed() -> Response<ProxyBody> {
+    html_response(
         StatusCode::FORBIDDEN,
         "<!doctype html><meta charset=\"utf-8\"><title>Form expired</title>\
          <p>This form expired or did not come from this site. \
          <a href=\"/.cloakroom/login\">Open the sign-in page again</a>.</p>\n"
             .to_owned(),
-    );
-    with_session_cookie(app, current, resp)
-}
-
-/// Adds the cookie of a session issued for this request.
-fn with_session_cookie(
-    app: &App,
-    current: &Current,
-    mut resp: Response<ProxyBody>,
-) -> Response<ProxyBody> {
-    if let Some(cookie) = app.sessions.set_cookie(current) {
-        resp.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    resp
+    )
 }
 
 /// The decoded fields of a form body, first value of each name.

@@ -1,1 +1,225 @@
-//! Streams a response body through the HTML rewriter in a task of its own.
+//! Streams an HTML response body through the rewriter in a task of its own:
+//! compressed bodies (gzip, deflate, br) are decoded first; the output is
+//! sent on as it comes, so memory stays flat whatever the page's size.
+
+use std::sync::{Arc, Mutex};
+
+use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZlibDecoder};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http::header::{self, HeaderMap};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
+use tokio_util::io::StreamReader;
+
+use super::html;
+use super::link::{Origin, Ticket};
+use crate::body::ProxyBody;
+use crate::error::BoxError;
+
+/// How the body is encoded, as far as the rewriter can undo it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// No content coding.
+    Identity,
+    /// `gzip` (or `x-gzip`).
+    Gzip,
+    /// `deflate`: zlib-wrapped, as RFC 9110 §8.4.1.2 says.
+    Deflate,
+    /// `br`.
+    Brotli,
+}
+
+impl Coding {
+    /// The coding named by `Content-Encoding`; `None` for codings the
+    /// rewriter cannot undo (the body then passes unrewritten).
+    pub fn of(headers: &HeaderMap) -> Option<Coding> {
+        let mut codings = headers
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+            .map(|c| c.trim().to_ascii_lowercase())
+            .filter(|c| !c.is_empty() && c != "identity");
+        let first = codings.next();
+        if codings.next().is_some() {
+            return None;
+        }
+        match first.as_deref() {
+            None => Some(Coding::Identity),
+            Some("gzip" | "x-gzip") => Some(Coding::Gzip),
+            Some("deflate") => Some(Coding::Deflate),
+            Some("br") => Some(Coding::Brotli),
+            Some(_) => None,
+        }
+    }
+}
+
+/// The character set a `text/html` response declares, if it can be rewritten.
+pub fn charset(headers: &HeaderMap) -> Option<&'static encoding_rs::Encoding> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let label = content_type
+        .split(';')
+        .skip(1)
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, v)| v.trim().trim_matches('"'));
+    match label {
+        // Without a label, lol_html starts as UTF-8 and follows <meta charset>.
+        None => Some(encoding_rs::UTF_8),
+        Some(label) => {
+            let enc = encoding_rs::Encoding::for_label(label.as_bytes())?;
+            enc.is_ascii_compatible().then_some(enc)
+        }
+    }
+}
+
+/// Whether a response's `Content-Type` is HTML.
+pub fn is_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|t| t == "text/html" || t == "application/xhtml+xml")
+}
+
+/// `body` (encoded with `coding`) rewritten for `ticket`, decoded, as a new
+/// streaming body. Callers drop `Content-Length` and `Content-Encoding`.
+pub fn rewrite(
+    body: ProxyBody,
+    coding: Coding,
+    encoding: &'static encoding_rs::Encoding,
+    origin: Origin,
+    ticket: Ticket,
+) -> ProxyBody {
+    let (tx, mut rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+    tokio::spawn(async move {
+        if let Err(error) = pump(body, coding, encoding, origin, ticket, &tx).await {
+            tracing::debug!(%error, "rewriting a page failed");
+            let _ = tx.send(Err(error)).await;
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    BodyExt::boxed(StreamBody::new(stream))
+}
+
+async fn pump(
+    body: ProxyBody,
+    coding: Coding,
+    encoding: &'static encoding_rs::Encoding,
+    origin: Origin,
+    ticket: Ticket,
+    tx: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+) -> Result<(), BoxError> {
+    let raw = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+    let mut input: Box<dyn AsyncRead + Send + Unpin> = match coding {
+        Coding::Identity => Box::new(raw),
+        Coding::Gzip => Box::new(GzipDecoder::new(raw)),
+        Coding::Deflate => Box::new(ZlibDecoder::new(raw)),
+        Coding::Brotli => Box::new(BrotliDecoder::new(raw)),
+    };
+    // The sink is synchronous; it fills a buffer that is sent after each write.
+    let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let sink = out.clone();
+    let mut rewriter = html::rewriter(origin, ticket, encoding, move |chunk: &[u8]| {
+        if let Ok(mut buf) = sink.lock() {
+            buf.extend_from_slice(chunk);
+        }
+    })
+    .ok_or("the page's charset cannot be rewritten")?;
+    let take = || -> Bytes {
+        out.lock()
+            .map(|mut buf| Bytes::from(std::mem::take(&mut *buf)))
+            .unwrap_or_default()
+    };
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = input.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        rewriter.write(&buf[..n])?;
+        let chunk = take();
+        if !chunk.is_empty() && tx.send(Ok(Frame::data(chunk))).await.is_err() {
+            // The client went away: stop reading the upstream.
+            return Ok(());
+        }
+    }
+    rewriter.end()?;
+    let chunk = take();
+    if !chunk.is_empty() {
+        let _ = tx.send(Ok(Frame::data(chunk))).await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn codings_and_charsets() {
+        let mut h = HeaderMap::new();
+        assert_eq!(Coding::of(&h), Some(Coding::Identity));
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("GZIP"));
+        assert_eq!(Coding::of(&h), Some(Coding::Gzip));
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip, br"),
+        );
+        assert_eq!(Coding::of(&h), None);
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+        assert_eq!(Coding::of(&h), None);
+
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=\"ISO-8859-1\""),
+        );
+        assert_eq!(charset(&h), Some(encoding_rs::WINDOWS_1252));
+        assert!(is_html(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html;charset=utf-16"),
+        );
+        assert_eq!(charset(&h), None);
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert!(!is_html(&h));
+    }
+
+    #[tokio::test]
+    async fn a_gzipped_page_is_decoded_and_rewritten() {
+        use async_compression::tokio::bufread::GzipEncoder;
+        let page = "<a href=\"/x\">x</a>".repeat(1000);
+        let mut gz = Vec::new();
+        GzipEncoder::new(page.as_bytes())
+            .read_to_end(&mut gz)
+            .await
+            .unwrap();
+        let origin = Origin::new("http", "h:1", "/").unwrap();
+        let ticket = Ticket {
+            name: "SID".into(),
+            id: "abc".into(),
+        };
+        let out = rewrite(
+            crate::body::full(gz),
+            Coding::Gzip,
+            encoding_rs::UTF_8,
+            origin,
+            ticket,
+        );
+        let bytes = out.collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, "<a href=\"/x?SID=abc\">x</a>".repeat(1000));
+    }
+}

@@ -47,7 +47,24 @@ pub struct Ticket {
 /// `origin` (resolved against `base`); `None` when it must stay as it is.
 /// `raw` is the attribute's source text, entities and all.
 pub fn rewrite_link(raw: &str, base: &Url, origin: &Origin, ticket: &Ticket) -> Option<String> {
-    let decoded = decode_entities(raw)?;
+    rewrite_url(raw, base, origin, ticket, true)
+}
+
+/// As [`rewrite_link`]; `in_html` says whether `raw` is attribute source
+/// text (entities decoded for the check, `&amp;` written) or a plain URL
+/// (a `Location` header).
+pub fn rewrite_url(
+    raw: &str,
+    base: &Url,
+    origin: &Origin,
+    ticket: &Ticket,
+    in_html: bool,
+) -> Option<String> {
+    let decoded = if in_html {
+        decode_entities(raw)?
+    } else {
+        raw.to_owned()
+    };
     // Browsers strip leading/trailing C0 controls and spaces, and drop tabs
     // and newlines anywhere, before parsing (WHATWG URL §4.4).
     let cleaned: String = decoded

@@ -49,6 +49,18 @@ pub struct Current {
     pub session: Option<Session>,
     /// The ID was issued for this request: the response must carry it.
     pub fresh: bool,
+    /// The ID travels in URLs (the client returns no cookie): URL mode.
+    pub in_url: bool,
+}
+
+/// How a local answer or the upstream changed the session; carried in the
+/// response's extensions to the step that writes cookies and links.
+#[derive(Debug, Clone)]
+pub enum SessionChange {
+    /// Logged in: this is the session (with its new ID) from now on.
+    LoggedIn(Current),
+    /// Logged out: the session is gone and its cookie must be expired.
+    LoggedOut,
 }
 
 impl Current {
@@ -66,6 +78,8 @@ pub struct Sessions {
     lifetimes: Lifetimes,
     clock: Clock,
     forged: AtomicU64,
+    /// Whether IDs are also read from URLs (`session.cookieless`).
+    cookieless: bool,
 }
 
 impl Sessions {
@@ -112,6 +126,7 @@ impl Sessions {
         };
         let mut sessions = Sessions::new(keys, store, cookie, lifetimes);
         sessions.clock = clock;
+        sessions.cookieless = cfg.cookieless;
         Ok(sessions)
     }
 
@@ -124,18 +139,57 @@ impl Sessions {
             lifetimes,
             clock: Clock::new(),
             forged: AtomicU64::new(0),
+            cookieless: true,
         }
     }
 
-    /// Finds the session the request carries in its cookie, or issues a new ID.
-    pub async fn resolve(&self, headers: &HeaderMap) -> Result<Current, StoreError> {
+    /// Finds the session the request carries in its cookie or, for clients
+    /// that refuse cookies, in the URL parameter named like the cookie; a
+    /// valid cookie wins. Without either, issues a new ID.
+    pub async fn resolve(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Current, StoreError> {
         let now = self.clock.now_ms();
         for candidate in cookie::values(headers, &self.cookie.name) {
             if let Some(current) = self.honour(candidate, now).await? {
                 return Ok(current);
             }
         }
+        if let Some(presented) = self.url_id(query) {
+            if let Some(mut current) = self.honour(presented.as_bytes(), now).await? {
+                current.in_url = true;
+                return Ok(current);
+            }
+        }
         Ok(self.issue(now))
+    }
+
+    /// The ID in a query string, when URL mode is enabled.
+    pub fn url_id<'q>(&self, query: Option<&'q str>) -> Option<&'q str> {
+        if !self.cookieless {
+            return None;
+        }
+        crate::rewrite::link::param(query?, &self.cookie.name)
+    }
+
+    /// Whether clients that refuse cookies are served (`session.cookieless`).
+    pub fn cookieless(&self) -> bool {
+        self.cookieless
+    }
+
+    /// The session for an ID presented outside cookie and URL (the login
+    /// form's hidden field), in URL mode; `None` if it is not honoured.
+    pub async fn resolve_presented(&self, presented: &str) -> Result<Option<Current>, StoreError> {
+        if !self.cookieless {
+            return Ok(None);
+        }
+        let now = self.clock.now_ms();
+        Ok(self.honour(presented.as_bytes(), now).await?.map(|mut c| {
+            c.in_url = true;
+            c
+        }))
     }
 
     /// The session for one presented ID, if it is to be honoured.
@@ -155,6 +209,7 @@ impl Sessions {
             id,
             session,
             fresh: false,
+            in_url: false,
         }))
     }
 
@@ -171,12 +226,15 @@ impl Sessions {
             id: SessionId::generate(&self.keys, now / 1000),
             session: None,
             fresh: true,
+            in_url: false,
         }
     }
 
-    /// `Set-Cookie` for a session the client must be told about.
+    /// `Set-Cookie` for a session the client must be told about: a new ID,
+    /// or one in URL mode (should the client start taking cookies, URL mode
+    /// ends).
     pub fn set_cookie(&self, current: &Current) -> Option<HeaderValue> {
-        if !current.fresh {
+        if !current.fresh && !current.in_url {
             return None;
         }
         let remember = current.session.as_ref().is_some_and(|s| s.remember);
@@ -213,6 +271,7 @@ impl Sessions {
             id,
             session: Some(session),
             fresh: true,
+            in_url: current.in_url,
         })
     }
 
@@ -322,7 +381,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stored_session_expires_when_idle() {
         let s = sessions();
-        let first = s.resolve(&HeaderMap::new()).await.unwrap();
+        let first = s.resolve(&HeaderMap::new(), None).await.unwrap();
         assert!(first.fresh);
         let mut data = s.blank();
         data.user = Some("alice".into());
@@ -331,13 +390,13 @@ mod tests {
         // Requests every 20 minutes keep it alive for hours...
         for _ in 0..6 {
             tokio::time::advance(Duration::from_secs(20 * 60)).await;
-            let again = s.resolve(&with_cookie(&first.id)).await.unwrap();
+            let again = s.resolve(&with_cookie(&first.id), None).await.unwrap();
             assert!(!again.fresh);
             assert_eq!(again.session.unwrap().user.as_deref(), Some("alice"));
         }
         // ...and 31 minutes of silence end it.
         tokio::time::advance(Duration::from_secs(31 * 60)).await;
-        let after = s.resolve(&with_cookie(&first.id)).await.unwrap();
+        let after = s.resolve(&with_cookie(&first.id), None).await.unwrap();
         assert!(after.fresh);
         assert_ne!(after.id, first.id);
         assert!(after.session.is_none());
@@ -346,26 +405,41 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_busy_session_still_ends_at_its_absolute_limit() {
         let s = sessions();
-        let first = s.resolve(&HeaderMap::new()).await.unwrap();
+        let first = s.resolve(&HeaderMap::new(), None).await.unwrap();
         s.save(&first.id, &s.blank()).await.unwrap();
         for _ in 0..(12 * 60 / 10 - 1) {
             tokio::time::advance(Duration::from_secs(10 * 60)).await;
-            assert!(!s.resolve(&with_cookie(&first.id)).await.unwrap().fresh);
+            assert!(
+                !s.resolve(&with_cookie(&first.id), None)
+                    .await
+                    .unwrap()
+                    .fresh
+            );
         }
         tokio::time::advance(Duration::from_secs(10 * 60)).await;
-        assert!(s.resolve(&with_cookie(&first.id)).await.unwrap().fresh);
+        assert!(
+            s.resolve(&with_cookie(&first.id), None)
+                .await
+                .unwrap()
+                .fresh
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_id_with_nothing_stored_lives_one_idle_period_from_issue() {
         let s = sessions();
-        let first = s.resolve(&HeaderMap::new()).await.unwrap();
+        let first = s.resolve(&HeaderMap::new(), None).await.unwrap();
         tokio::time::advance(Duration::from_secs(29 * 60)).await;
-        let again = s.resolve(&with_cookie(&first.id)).await.unwrap();
+        let again = s.resolve(&with_cookie(&first.id), None).await.unwrap();
         assert!(!again.fresh);
         assert_eq!(again.id, first.id);
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert!(s.resolve(&with_cookie(&first.id)).await.unwrap().fresh);
+        assert!(
+            s.resolve(&with_cookie(&first.id), None)
+                .await
+                .unwrap()
+                .fresh
+        );
         assert_eq!(s.stored(), 0, "an unused session was stored");
     }
 
@@ -377,13 +451,13 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("CLOAKROOMSID=attacker-chosen"),
         );
-        let got = s.resolve(&h).await.unwrap();
+        let got = s.resolve(&h, None).await.unwrap();
         assert!(got.fresh);
         assert_eq!(s.forged(), 1);
 
-        let real = s.resolve(&HeaderMap::new()).await.unwrap();
+        let real = s.resolve(&HeaderMap::new(), None).await.unwrap();
         s.destroy(&real.id).await.unwrap();
-        let replay = s.resolve(&with_cookie(&real.id)).await.unwrap();
+        let replay = s.resolve(&with_cookie(&real.id), None).await.unwrap();
         assert!(replay.fresh, "a destroyed ID was honoured");
         assert_eq!(s.forged(), 1, "a destroyed ID is not a forgery");
     }
@@ -391,14 +465,14 @@ mod tests {
     #[tokio::test]
     async fn the_first_valid_cookie_wins() {
         let s = sessions();
-        let real = s.resolve(&HeaderMap::new()).await.unwrap();
+        let real = s.resolve(&HeaderMap::new(), None).await.unwrap();
         let mut h = HeaderMap::new();
         let v = format!(
             "CLOAKROOMSID=junk; other=1; CLOAKROOMSID={}; CLOAKROOMSID=also-junk",
             real.id.as_str()
         );
         h.insert(header::COOKIE, HeaderValue::from_str(&v).unwrap());
-        let got = s.resolve(&h).await.unwrap();
+        let got = s.resolve(&h, None).await.unwrap();
         assert_eq!(got.id, real.id);
         assert!(!got.fresh);
     }

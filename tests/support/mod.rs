@@ -522,6 +522,22 @@ impl Browser {
         self.send(req).await
     }
 
+    /// Like a browser's address bar: follows redirects (up to 10) and
+    /// returns the final page and the path it ended on.
+    pub async fn visit(&mut self, path: &str) -> (Page, String) {
+        let mut path = path.to_owned();
+        for _ in 0..10 {
+            let page = self.get(&path).await;
+            match page.location() {
+                Some(next) if page.status.is_redirection() => {
+                    path = next.strip_prefix(&self.base).unwrap_or(next).to_owned();
+                }
+                _ => return (page, path),
+            }
+        }
+        panic!("redirect loop at {path}");
+    }
+
     pub async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)

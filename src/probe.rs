@@ -1,0 +1,197 @@
+//! The cookie probe: find out whether a new visitor takes cookies before
+//! ever putting an ID into a URL.
+//!
+//! A navigation GET with no usable ID (no valid cookie, no valid URL ID) gets
+//! the cookie and a redirect to the same URL plus a marker that holds no ID.
+//! When the marked URL comes back *with* the cookie, the client takes
+//! cookies: it is sent to the clean URL and never sees an ID in an address.
+//! When it comes back *without*, the client refuses cookies: it is sent to
+//! the URL with `?CLOAKROOMSID=…` and served in URL mode from then on.
+//!
+//! Loops are impossible: the marker turns the second answer into a final
+//! one, and a client that also drops query strings (so never shows the
+//! marker) is probed at most [`MAX_PROBES`] times per [`WINDOW_MS`], then
+//! served as it is.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+
+use dashmap::DashMap;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+use crate::body::{self, ProxyBody};
+use crate::rewrite::link::{self, Ticket};
+use crate::session::Current;
+
+/// The query parameter that marks a probe's return. It holds no ID.
+pub const MARKER: &str = "cloakroom-probe";
+/// Probes per client (address and user agent) within [`WINDOW_MS`].
+pub const MAX_PROBES: u32 = 3;
+/// The window of the loop guard.
+pub const WINDOW_MS: u64 = 60_000;
+/// Most clients tracked; past it, new clients are not probed (served as is).
+const MAX_TRACKED: usize = 100_000;
+
+/// Recent probes per client, so that no client is probed in a loop.
+#[derive(Default)]
+pub struct Probes {
+    recent: DashMap<u64, (u64, u32)>,
+}
+
+impl Probes {
+    /// Counts a probe for this client; `false` when it has had enough.
+    fn allow(&self, ip: IpAddr, user_agent: &[u8], now: u64) -> bool {
+        let mut hasher = DefaultHasher::new();
+        (ip, user_agent).hash(&mut hasher);
+        let key = hasher.finish();
+        if let Some(mut entry) = self.recent.get_mut(&key) {
+            let (started, count) = *entry;
+            if now >= started + WINDOW_MS {
+                *entry = (now, 1);
+                return true;
+            }
+            entry.1 = count.saturating_add(1);
+            return count < MAX_PROBES;
+        }
+        if self.recent.len() >= MAX_TRACKED {
+            return false;
+        }
+        self.recent.insert(key, (now, 1));
+        true
+    }
+
+    /// Forgets clients whose window has passed.
+    pub fn purge(&self, now: u64) {
+        self.recent
+            .retain(|_, (started, _)| now < *started + WINDOW_MS);
+    }
+}
+
+/// What a request's URL says about URL mode and probing.
+pub struct UrlState {
+    /// The probe marker is present.
+    pub marker: bool,
+    /// A session parameter is present (valid or not).
+    pub param: bool,
+}
+
+impl UrlState {
+    /// Reads `query` for the marker and the session parameter `name`.
+    pub fn of(query: Option<&str>, name: &str) -> UrlState {
+        let query = query.unwrap_or("");
+        UrlState {
+            marker: link::param(query, MARKER).is_some(),
+            param: link::param(query, name).is_some(),
+        }
+    }
+
+    /// Whether the URL needs cleaning before it goes upstream.
+    pub fn dirty(&self) -> bool {
+        self.marker || self.param
+    }
+}
+
+/// A navigation: a GET for a page (`Accept` includes `text/html`).
+pub fn is_navigation<B>(req: &Request<B>) -> bool {
+    req.method() == Method::GET
+        && req.headers().get_all(header::ACCEPT).iter().any(|v| {
+            v.as_bytes()
+                .windows(9)
+                .any(|w| w.eq_ignore_ascii_case(b"text/html"))
+        })
+}
+
+/// The probe's answer to a navigation, if it needs one; `None` lets the
+/// request go on. `protected` paths are left to the login redirect, which
+/// carries the cookie too (one redirect, not two).
+pub fn answer<B>(
+    probes: &Probes,
+    req: &Request<B>,
+    current: &Current,
+    name: &str,
+    ip: IpAddr,
+    now: u64,
+    protected: bool,
+) -> Option<Response<ProxyBody>> {
+    let url = UrlState::of(req.uri().query(), name);
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let clean = || link::strip_param(&link::strip_param(target, MARKER), name);
+    if !current.fresh && !current.in_url {
+        // A valid cookie: a probe that came back, or a URL-mode client that
+        // took the cookie at last. Either way, on to the clean URL.
+        return url.dirty().then(|| redirect(&clean()));
+    }
+    if current.in_url {
+        return url
+            .marker
+            .then(|| redirect(&clean_with_ticket(&clean(), current, name)));
+    }
+    // A new ID: no usable cookie, no usable URL ID.
+    if url.marker {
+        // The probe came back without the cookie: URL mode.
+        return Some(redirect(&clean_with_ticket(&clean(), current, name)));
+    }
+    if protected {
+        return None;
+    }
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .map_or(&b""[..], HeaderValue::as_bytes);
+    if !probes.allow(ip, user_agent, now) {
+        return None;
+    }
+    let probe = link::with_ticket(
+        &clean(),
+        &Ticket {
+            name: MARKER.to_owned(),
+            id: "1".to_owned(),
+        },
+        false,
+    );
+    Some(redirect(&probe))
+}
+
+fn clean_with_ticket(clean: &str, current: &Current, name: &str) -> String {
+    link::with_ticket(
+        clean,
+        &Ticket {
+            name: name.to_owned(),
+            id: current.id.as_str().to_owned(),
+        },
+        false,
+    )
+}
+
+fn redirect(location: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::FOUND;
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(location).unwrap_or_else(|_| HeaderValue::from_static("/")),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loop_guard_stops_after_a_few_probes() {
+        let p = Probes::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..MAX_PROBES {
+            assert!(p.allow(ip, b"ua", 0));
+        }
+        assert!(!p.allow(ip, b"ua", 1));
+        assert!(p.allow(ip, b"other ua", 1));
+        assert!(p.allow(ip, b"ua", WINDOW_MS), "the window passed");
+        p.purge(WINDOW_MS * 3);
+        assert!(p.recent.is_empty());
+    }
+}
