@@ -21,6 +21,7 @@ use crate::identity::{self, UpstreamCommand};
 use crate::login;
 use crate::probe;
 use crate::rewrite::{self, link, link::Origin, link::Ticket};
+use crate::session::jar::Jar;
 use crate::session::{Current, SessionChange};
 use crate::upstream::Peer;
 use crate::App;
@@ -113,12 +114,27 @@ async fn respond(
     clean_target(&mut req, app.sessions.name())?;
     app.sessions.strip_cookie(req.headers_mut());
     app.identity.apply(req.headers_mut(), current.user());
+    // In URL mode the client keeps no cookies: the application's own come
+    // from the session's jar.
+    let url_mode_path = current.in_url.then(|| req.uri().path().to_owned());
+    if let Some(path) = &url_mode_path {
+        send_kept_cookies(app, current, path, req.headers_mut());
+    }
     let sent = Instant::now();
     let mut resp = app.upstream.forward(req, peer).await?;
     let upstream_time = sent.elapsed();
 
-    // 7. The upstream may drive the session (when allowed); its control
-    //    headers never reach the client.
+    // 7. In URL mode, the application's Set-Cookies go into the jar. The
+    //    upstream may drive the session (when allowed); its control headers
+    //    never reach the client.
+    let kept;
+    let current = match &url_mode_path {
+        Some(path) if resp.headers().contains_key(header::SET_COOKIE) => {
+            kept = keep_upstream_cookies(app, current, path, resp.headers_mut()).await?;
+            &kept
+        }
+        _ => current,
+    };
     match identity::take_upstream_command(resp.headers_mut()) {
         Some(command) if app.config.identity.upstream_control => {
             let change = upstream_drives(app, current, command).await?;
@@ -204,6 +220,53 @@ fn clean_target<B>(req: &mut Request<B>, name: &str) -> Result<(), ProxyError> {
     *req.uri_mut() =
         Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("bad request target\n"))?;
     Ok(())
+}
+
+/// Adds the cookies the application set earlier (kept in the jar) to a
+/// URL-mode request.
+fn send_kept_cookies(app: &App, current: &Current, path: &str, headers: &mut http::HeaderMap) {
+    let Some(session) = &current.session else {
+        return;
+    };
+    let now = app.sessions.clock().now_ms();
+    let Some(kept) = Jar::of(session).header_for(path, now) else {
+        return;
+    };
+    let value = match headers.get(header::COOKIE).and_then(|v| v.to_str().ok()) {
+        Some(own) => format!("{own}; {kept}"),
+        None => kept,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// Moves the application's `Set-Cookie`s from a URL-mode response into the
+/// session's jar (the client would drop them) and saves the session.
+async fn keep_upstream_cookies(
+    app: &App,
+    current: &Current,
+    path: &str,
+    headers: &mut http::HeaderMap,
+) -> Result<Current, ProxyError> {
+    let now = app.sessions.clock().now_ms();
+    let mut session = current
+        .session
+        .clone()
+        .unwrap_or_else(|| app.sessions.blank());
+    let mut jar = Jar::of(&session);
+    for set in headers.get_all(header::SET_COOKIE) {
+        if let Ok(text) = set.to_str() {
+            jar.absorb(text, path, now);
+        }
+    }
+    headers.remove(header::SET_COOKIE);
+    jar.store(&mut session);
+    app.sessions.save(&current.id, &session).await?;
+    Ok(Current {
+        session: Some(session),
+        ..current.clone()
+    })
 }
 
 /// Carries out an upstream's `X-Cloakroom-Login`/`-Logout`.

@@ -1,8 +1,8 @@
 //! Streaming HTML rewriting with lol_html: same-origin links and forms of a
 //! page get the session ticket, chunk by chunk, never holding the page.
 //!
-//! Rewritten: `a[href]`, `area[href]`, `form[action]` (plus a hidden input
-//! carrying the ticket, since a GET form replaces the action's query),
+//! Rewritten: `a[href]`, `area[href]`, `form[action]` (plus, for GET forms,
+//! a hidden input carrying the ticket, since they replace the action's query),
 //! `iframe[src]`, `frame[src]` and `<meta http-equiv=refresh>`. A
 //! `<base href>` changes what relative links resolve to. Scripts, styles
 //! and comments are not HTML elements to lol_html, so links inside them are
@@ -91,7 +91,16 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
                             el.set_attribute("action", &new)?;
                         }
                     }
-                    el.prepend(&hidden, ContentType::Html);
+                    // A GET form replaces the action's query with its
+                    // fields, so the ticket must be a field. A POST form
+                    // keeps the action's query, and a field would put the
+                    // ID into the body the application reads.
+                    let post = el
+                        .get_attribute("method")
+                        .is_some_and(|m| m.trim().eq_ignore_ascii_case("post"));
+                    if !post {
+                        el.prepend(&hidden, ContentType::Html);
+                    }
                 }
                 return Ok(());
             }
@@ -237,7 +246,7 @@ mod tests {
             ),
             (
                 "<form action=\"/post\" method=post><input name=a></form>",
-                "<form action=\"/post?SID=abc\" method=post><input type=\"hidden\" name=\"SID\" value=\"abc\"><input name=a></form>",
+                "<form action=\"/post?SID=abc\" method=post><input name=a></form>",
             ),
             (
                 "<form method=get><input name=q></form>",

@@ -5,6 +5,7 @@
 //! - [`cookie`]: reading, stripping and writing the session cookie.
 //! - [`data`]: what a session holds, its lifetimes, the clock.
 //! - [`store`]: the store contract and its memory and file backends.
+//! - [`jar`]: the upstream's cookies, kept for clients in URL mode.
 //!
 //! **Strict mode.** Only IDs this proxy signed are considered, and of those
 //! only live ones are honoured: a malformed or forged ID (counted in
@@ -22,6 +23,7 @@
 pub mod cookie;
 pub mod data;
 pub mod id;
+pub mod jar;
 pub mod store;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -226,6 +226,7 @@ async fn route(
             resp
         }
         "/ws" => websocket_echo(&mut req),
+        p if p.starts_with("/html/") => html_page(&state, req).await,
         "/respond-with" => {
             // `?h=Name:Value&h=…`: answer with these headers (and record).
             let pairs: Vec<(String, String)> =
@@ -277,6 +278,80 @@ async fn route(
         }
     };
     Ok(resp)
+}
+
+/// The HTML page served under `/html/`: links of every kind and two forms.
+/// `?set=COOKIE` adds a `Set-Cookie`; `/html/gz` is gzip-encoded;
+/// `/html/redirect` redirects to `/html/landed`, `/html/away` to another host.
+pub const HTML_PAGE: &str = "<!doctype html><html><head><title>t</title></head><body>\n\
+<a id=\"next\" href=\"/html/next?x=1&amp;y=2\">next</a>\n\
+<a id=\"rel\" href=\"rel#frag\">rel</a>\n\
+<a id=\"ext\" href=\"http://evil.example/steal\">ext</a>\n\
+<a id=\"proto\" href=\"//evil.example/\">proto</a>\n\
+<a id=\"mail\" href=\"mailto:a@b.example\">mail</a>\n\
+<form id=\"search\" method=\"get\" action=\"/html/search\"><input name=\"q\" value=\"v\"></form>\n\
+<form id=\"post\" method=\"post\" action=\"/html/post\"><input name=\"m\" value=\"hi\"></form>\n\
+<script>var a = '<a href=\"/html/in-script\">';</script>\n\
+</body></html>\n";
+
+async fn html_page(state: &UpstreamState, req: Request<Incoming>) -> Response<TestBody> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    let set = parts.uri.query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "set")
+            .map(|(_, v)| v.into_owned())
+    });
+    state.seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default(),
+        version: parts.version,
+        headers: parts.headers,
+        body,
+    });
+    let mut resp = match path.as_str() {
+        "/html/redirect" | "/html/away" => {
+            let mut r = text(StatusCode::FOUND, "");
+            let to = if path == "/html/redirect" {
+                "/html/landed"
+            } else {
+                "http://evil.example/x"
+            };
+            r.headers_mut().insert("location", to.parse().unwrap());
+            r
+        }
+        "/html/gz" => {
+            use async_compression::tokio::bufread::GzipEncoder;
+            let mut gz = Vec::new();
+            GzipEncoder::new(HTML_PAGE.as_bytes())
+                .read_to_end(&mut gz)
+                .await
+                .unwrap();
+            let mut r = Response::new(full(gz.clone()));
+            r.headers_mut()
+                .insert("content-encoding", "gzip".parse().unwrap());
+            r.headers_mut()
+                .insert("content-length", gz.len().to_string().parse().unwrap());
+            r
+        }
+        _ => Response::new(full(HTML_PAGE)),
+    };
+    resp.headers_mut()
+        .insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+    if let Some(cookie) = set {
+        resp.headers_mut()
+            .append("set-cookie", cookie.parse().unwrap());
+    }
+    resp
 }
 
 fn tokio_stream_from<T: Send + 'static>(
