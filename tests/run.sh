@@ -4,7 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Nothing beyond the Rust toolchain is needed yet; system packages that later
-# tests need (redis-server, chromium) are installed here with apt-get.
+# tests/browser.rs drives Debian's headless Chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "tests/run.sh: installing chromium (needed by tests/browser.rs)"
+  export DEBIAN_FRONTEND=noninteractive
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 
 cargo test --all-targets --locked

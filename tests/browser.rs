@@ -1,0 +1,303 @@
+//! A real browser: Debian's headless Chromium, driven over the DevTools
+//! protocol, logs in through cloakroom and browses the demo app — once with
+//! cookies blocked (it must stay logged in, in URL mode) and once with
+//! cookies allowed (the ID must never appear in its address bar).
+//!
+//! `bash tests/run.sh` installs Chromium; without it this test fails.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use support::*;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A headless Chromium with its own profile, killed on drop.
+struct Chromium {
+    child: Child,
+    _profile: tempfile::TempDir,
+    ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+    next_id: u64,
+    /// Every address the page was seen at.
+    pub seen_urls: Vec<String>,
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Chromium {
+    async fn start(block_cookies: bool) -> Chromium {
+        assert!(
+            std::path::Path::new(CHROMIUM).exists(),
+            "{CHROMIUM} is missing: `bash tests/run.sh` installs it (apt-get install chromium)"
+        );
+        let profile = tempfile::tempdir().unwrap();
+        let default = profile.path().join("Default");
+        std::fs::create_dir_all(&default).unwrap();
+        let setting = if block_cookies { 2 } else { 1 };
+        std::fs::write(
+            default.join("Preferences"),
+            json!({"profile": {"default_content_setting_values": {"cookies": setting}}})
+                .to_string(),
+        )
+        .unwrap();
+        let mut child = Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--no-first-run",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-quic",
+                "--remote-debugging-port=0",
+                "--remote-debugging-address=127.0.0.1",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start chromium");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let browser_ws = within(async {
+            loop {
+                let line = lines.recv().await.expect("chromium exited");
+                if let Some(url) = line.split("DevTools listening on ").nth(1) {
+                    break url.trim().to_owned();
+                }
+            }
+        })
+        .await;
+        let port = browser_ws
+            .trim_start_matches("ws://127.0.0.1:")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+
+        // The page target that about:blank opened.
+        let page_ws = within(async {
+            loop {
+                let (_, _, body) = get(&format!("http://127.0.0.1:{port}/json/list")).await;
+                let targets: Value = serde_json::from_slice(&body).unwrap();
+                if let Some(url) = targets
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|t| t["type"] == "page")
+                    .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+                {
+                    break url.to_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        let tcp = TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(page_ws, tcp).await.unwrap();
+        Chromium {
+            child,
+            _profile: profile,
+            ws,
+            next_id: 0,
+            seen_urls: Vec::new(),
+        }
+    }
+
+    /// Sends one DevTools command and waits for its answer.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let msg = json!({"id": id, "method": method, "params": params}).to_string();
+        self.ws.send(Message::text(msg)).await.unwrap();
+        within(async {
+            loop {
+                let msg = self.ws.next().await.expect("devtools closed").unwrap();
+                let Ok(text) = msg.to_text() else { continue };
+                let value: Value = serde_json::from_str(text).unwrap();
+                if value["id"] == id {
+                    assert!(value.get("error").is_none(), "{method}: {value}");
+                    break value["result"].clone();
+                }
+            }
+        })
+        .await
+    }
+
+    async fn eval(&mut self, expression: &str) -> Value {
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true}),
+            )
+            .await;
+        result["result"]["value"].clone()
+    }
+
+    async fn navigate(&mut self, url: &str) {
+        self.call("Page.navigate", json!({"url": url})).await;
+    }
+
+    /// Runs `action` (which navigates) on the current page, marking the
+    /// page first so that the next [`Chromium::wait_for`] waits for a new one.
+    async fn act(&mut self, action: &str) {
+        self.eval(&format!("window.__stale = true; {action}; true"))
+            .await;
+    }
+
+    /// Waits until a new page has loaded at exactly `path`, and returns its
+    /// address.
+    async fn wait_for(&mut self, path: &str) -> String {
+        let path = path.to_owned();
+        for _ in 0..300 {
+            let state = self
+                .eval("JSON.stringify([document.readyState, location.href, location.pathname, String(!!window.__stale)])")
+                .await;
+            let state: Vec<String> =
+                serde_json::from_str(state.as_str().unwrap_or("[]")).unwrap_or_default();
+            if let [ready, href, pathname, stale] = state.as_slice() {
+                if self.seen_urls.last() != Some(href) {
+                    self.seen_urls.push(href.clone());
+                }
+                if ready == "complete" && stale == "false" && *pathname == path {
+                    return href.clone();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("never reached {path}; saw {:?}", self.seen_urls);
+    }
+
+    async fn text(&mut self) -> String {
+        self.eval("document.body.innerText")
+            .await
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+/// The demo app behind a proxy that protects /account and /guestbook.
+async fn demo_site() -> (Proxy, tempfile::TempDir) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    tokio::spawn(cloakroom::demo::serve_legacy_app(listener));
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    let hash = cloakroom::auth::password::hash("wonderland").unwrap();
+    std::fs::write(&users, format!("alice = \"{hash}\"\n")).unwrap();
+    let proxy = Proxy::start_url(
+        &format!("http://{app}"),
+        "",
+        &format!(
+            "[auth]\nusers_file = {:?}\nprotect = [\"/account\", \"/guestbook\"]",
+            users.to_str().unwrap()
+        ),
+    )
+    .await;
+    (proxy, dir)
+}
+
+/// Login, then links, a GET form and a POST form, all through the proxy.
+async fn journey(chrome: &mut Chromium, proxy: &Proxy) {
+    let base = format!("http://{}", proxy.addr);
+    chrome.navigate(&format!("{base}/account")).await;
+    chrome.wait_for("/.cloakroom/login").await;
+    chrome
+        .act(
+            "document.getElementById('username').value = 'alice';\
+             document.getElementById('password').value = 'wonderland';\
+             document.querySelector('form').submit()",
+        )
+        .await;
+    chrome.wait_for("/account").await;
+    let text = chrome.text().await;
+    assert!(
+        text.contains("X-Forwarded-User: alice"),
+        "not logged in after login: {text}"
+    );
+
+    // A link home, a GET form, a link to a protected page, a POST form.
+    chrome
+        .act("Array.from(document.links).find(a => a.textContent == 'Home').click()")
+        .await;
+    chrome.wait_for("/").await;
+    chrome
+        .act("document.querySelector('input[name=q]').value = 'tea'; document.querySelector('form').submit()")
+        .await;
+    chrome.wait_for("/search").await;
+    let text = chrome.text().await;
+    assert!(
+        text.contains("Signed in as alice") && text.contains("tea"),
+        "{text}"
+    );
+    chrome
+        .act("Array.from(document.links).find(a => a.textContent == 'Home').click()")
+        .await;
+    chrome.wait_for("/").await;
+    chrome
+        .act("Array.from(document.links).find(a => a.textContent == 'Guestbook').click()")
+        .await;
+    chrome.wait_for("/guestbook").await;
+    chrome
+        .act("document.querySelector('input[name=message]').value = 'hello from chromium'; document.querySelector('form').submit()")
+        .await;
+    chrome.wait_for("/guestbook").await;
+    let text = chrome.text().await;
+    assert!(
+        text.contains("alice: hello from chromium"),
+        "the POST form lost the session: {text}"
+    );
+    assert!(text.contains("Signed in as alice"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_with_cookies_blocked_stays_logged_in() {
+    let (proxy, _dir) = demo_site().await;
+    let mut chrome = Chromium::start(true).await;
+    journey(&mut chrome, &proxy).await;
+    let last = chrome.seen_urls.last().unwrap().clone();
+    assert!(last.contains("CLOAKROOMSID="), "not in URL mode: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_with_cookies_allowed_never_shows_the_id() {
+    let (proxy, _dir) = demo_site().await;
+    let mut chrome = Chromium::start(false).await;
+    journey(&mut chrome, &proxy).await;
+    for url in &chrome.seen_urls {
+        assert!(
+            !url.contains("CLOAKROOMSID"),
+            "the ID reached the address bar: {url}"
+        );
+        assert!(
+            !url.contains("cloakroom-probe"),
+            "the probe marker stayed: {url}"
+        );
+    }
+}
