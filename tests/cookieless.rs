@@ -449,3 +449,42 @@ async fn cookieless_false_means_cookies_only() {
     );
     assert!(!page.body.contains(NAME));
 }
+
+#[tokio::test]
+async fn a_large_page_is_rewritten_as_it_streams() {
+    use http_body_util::BodyExt;
+    const BYTES: u64 = 16 * 1024 * 1024;
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+    let c = NoCookies::new(&proxy);
+    let id = c.enter_url_mode("/html/page").await;
+
+    let req = Request::get(proxy.url(&format!("/stream.html?bytes={BYTES}&{NAME}={id}")))
+        .header("accept", "text/html")
+        .body(empty())
+        .unwrap();
+    let resp = within(http1().request(req)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers().get("content-length").is_none(),
+        "a stale length was kept"
+    );
+    // The upstream holds back everything after its first 64 KiB until the
+    // client has rewritten bytes: a rewriter that buffered the page would hang.
+    let mut body = resp.into_body();
+    let mut text = Vec::new();
+    let mut released = false;
+    while let Some(frame) = within(body.frame()).await {
+        if let Some(data) = frame.unwrap().data_ref() {
+            text.extend_from_slice(data);
+            if !released {
+                released = true;
+                upstream.release_download();
+            }
+        }
+    }
+    let text = String::from_utf8(text).unwrap();
+    let links = (BYTES as usize) / LINK.len();
+    let rewritten = format!("<p><a href=\"/next?{NAME}={id}\">link</a></p>\n");
+    assert_eq!(text.matches(&rewritten).count(), links);
+}

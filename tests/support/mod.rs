@@ -85,6 +85,7 @@ struct UpstreamState {
 ///   `<bytes> <checksum>`; signals once the first bytes arrive;
 /// - `/download?bytes=N`: sends one 64 KiB chunk, waits for
 ///   [`Upstream::release_download`], then sends the rest;
+/// - `/stream.html?bytes=N`: the same, as HTML made of [`LINK`]s;
 /// - `/ws`: a WebSocket echo;
 /// - `/respond-with?h=Name:Value`: records the request, answers with those headers;
 /// - anything else: records the request and answers `hello from upstream`.
@@ -152,6 +153,9 @@ fn query_number(req: &Request<Incoming>, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// One link of `/stream.html`: 32 bytes.
+pub const LINK: &str = "<p><a href=\"/next\">link</a></p>\n";
+
 /// The pattern of byte `i` in generated bodies.
 pub fn pattern(i: u64) -> u8 {
     (i % 251) as u8
@@ -201,7 +205,8 @@ async fn route(
             }
             text(StatusCode::OK, &format!("{total} {sum}"))
         }
-        "/download" => {
+        "/download" | "/stream.html" => {
+            let html = path == "/stream.html";
             let total = query_number(&req, "bytes");
             let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(2);
             let state = state.clone();
@@ -209,7 +214,13 @@ async fn route(
                 let mut sent = 0u64;
                 while sent < total {
                     let n = (total - sent).min(64 * 1024);
-                    let chunk: Vec<u8> = (sent..sent + n).map(pattern).collect();
+                    let chunk: Vec<u8> = if html {
+                        // 64 KiB of links, each 32 bytes.
+                        LINK.repeat((n as usize).div_ceil(LINK.len())).as_bytes()[..n as usize]
+                            .to_vec()
+                    } else {
+                        (sent..sent + n).map(pattern).collect()
+                    };
                     if tx.send(Ok(Frame::data(chunk.into()))).await.is_err() {
                         return;
                     }
@@ -223,6 +234,10 @@ async fn route(
             let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
             resp.headers_mut()
                 .insert("content-length", total.to_string().parse().unwrap());
+            if html {
+                resp.headers_mut()
+                    .insert("content-type", "text/html".parse().unwrap());
+            }
             resp
         }
         "/ws" => websocket_echo(&mut req),

@@ -1,0 +1,98 @@
+//! HTML rewriting throughput for clients in URL mode, against plain
+//! pass-through of the same page in the same run.
+//!
+//! Run: `cargo bench --bench rewrite`. The page is ~1 MB of realistic HTML:
+//! navigation, articles with inline links (relative, root-relative,
+//! absolute to this host and to others, mailto, fragments), forms, scripts.
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+
+use cloakroom::body::ProxyBody;
+use cloakroom::error::BoxError;
+use cloakroom::rewrite::body::{rewrite, Coding};
+use cloakroom::rewrite::html::rewrite_chunks;
+use cloakroom::rewrite::link::{Origin, Ticket};
+
+const CHUNK: usize = 16 * 1024;
+
+fn page() -> String {
+    let mut html = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Ledger</title>\
+         <link rel=\"stylesheet\" href=\"/static/app.css\"><script src=\"/static/app.js\"></script></head><body>\n\
+         <nav><a href=\"/\">Home</a> <a href=\"/accounts\">Accounts</a> <a href=\"/reports?year=2024&amp;q=4\">Reports</a> \
+         <a href=\"https://help.example.com/\">Help</a></nav>\n",
+    );
+    let mut i = 0;
+    while html.len() < 1_000_000 {
+        i += 1;
+        html.push_str(&format!(
+            "<article id=\"a{i}\"><h2><a href=\"/entries/{i}\">Entry {i}</a></h2>\
+             <p>Posted to <a href=\"../ledger/{i}?view=full#top\">the ledger</a> by \
+             <a href=\"mailto:clerk{i}@example.com\">clerk {i}</a>. Lorem ipsum dolor sit amet, \
+             consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore \
+             magna aliqua. See <a href=\"http://127.0.0.1:8000/abs/{i}\">this</a>, \
+             <a href=\"https://partner.example.net/ref?id={i}\">our partner</a> and \
+             <a href=\"#a{i}\">a link to here</a>.</p>\
+             <form method=\"post\" action=\"/entries/{i}/comment\"><input name=\"c\"><button>Send</button></form>\
+             <script>track({i}, '<a href=\"/ignored\">');</script></article>\n"
+        ));
+    }
+    html.push_str("</body></html>\n");
+    html
+}
+
+fn chunked_body(page: &Bytes) -> ProxyBody {
+    let chunks: Vec<Result<Frame<Bytes>, BoxError>> = (0..page.len())
+        .step_by(CHUNK)
+        .map(|i| Ok(Frame::data(page.slice(i..(i + CHUNK).min(page.len())))))
+        .collect();
+    BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks)))
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let page = Bytes::from(page());
+    let origin = Origin::new("http", "127.0.0.1:8000", "/ledger/index.html").unwrap();
+    let ticket = Ticket {
+        name: "CLOAKROOMSID".into(),
+        id: "haqgFfBNTIx5IDOJYkm4tQAAAABrCEDDxURDBn0FyrfcCwoyty79tQ".into(),
+    };
+
+    let mut g = c.benchmark_group("html_1MB");
+    g.throughput(Throughput::Bytes(page.len() as u64));
+    g.sample_size(30);
+    g.bench_function("pass_through", |b| {
+        b.to_async(&rt)
+            .iter(|| async { chunked_body(&page).collect().await.unwrap().to_bytes() })
+    });
+    g.bench_function("rewrite_streaming", |b| {
+        b.to_async(&rt).iter(|| async {
+            rewrite(
+                chunked_body(&page),
+                Coding::Identity,
+                encoding_rs::UTF_8,
+                origin.clone(),
+                ticket.clone(),
+            )
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+        })
+    });
+    let chunks: Vec<&[u8]> = page.chunks(CHUNK).collect();
+    g.bench_function("rewrite_lol_html_only", |b| {
+        b.iter(|| rewrite_chunks(&chunks, &origin, &ticket, encoding_rs::UTF_8))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
