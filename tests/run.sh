@@ -13,4 +13,6 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
-cargo test --all-targets --locked
+# Benchmarks run once each as smoke tests, then every test.
+cargo test --locked --benches
+cargo test --locked --lib --bins --tests
