@@ -198,28 +198,62 @@ mod tests {
         assert!(!is_html(&h));
     }
 
-    #[tokio::test]
-    async fn a_gzipped_page_is_decoded_and_rewritten() {
-        use async_compression::tokio::bufread::GzipEncoder;
-        let page = "<a href=\"/x\">x</a>".repeat(1000);
-        let mut gz = Vec::new();
-        GzipEncoder::new(page.as_bytes())
-            .read_to_end(&mut gz)
-            .await
-            .unwrap();
+    fn ticket() -> (Origin, Ticket) {
         let origin = Origin::new("http", "h:1", "/").unwrap();
         let ticket = Ticket {
             name: "SID".into(),
             id: "abc".into(),
         };
-        let out = rewrite(
-            crate::body::full(gz),
-            Coding::Gzip,
-            encoding_rs::UTF_8,
-            origin,
-            ticket,
-        );
-        let bytes = out.collect().await.unwrap().to_bytes();
-        assert_eq!(bytes, "<a href=\"/x?SID=abc\">x</a>".repeat(1000));
+        (origin, ticket)
+    }
+
+    #[tokio::test]
+    async fn compressed_pages_are_decoded_and_rewritten() {
+        use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder, ZlibEncoder};
+        let page = "<a href=\"/x\">x</a>".repeat(1000);
+        let mut gzip = Vec::new();
+        GzipEncoder::new(page.as_bytes())
+            .read_to_end(&mut gzip)
+            .await
+            .unwrap();
+        let mut deflate = Vec::new();
+        ZlibEncoder::new(page.as_bytes())
+            .read_to_end(&mut deflate)
+            .await
+            .unwrap();
+        let mut br = Vec::new();
+        BrotliEncoder::new(page.as_bytes())
+            .read_to_end(&mut br)
+            .await
+            .unwrap();
+        for (coding, encoded) in [
+            (Coding::Identity, page.clone().into_bytes()),
+            (Coding::Gzip, gzip),
+            (Coding::Deflate, deflate),
+            (Coding::Brotli, br),
+        ] {
+            let (origin, ticket) = ticket();
+            let out = rewrite(
+                crate::body::full(encoded),
+                coding,
+                encoding_rs::UTF_8,
+                origin,
+                ticket,
+            );
+            let bytes = out.collect().await.unwrap().to_bytes();
+            assert_eq!(
+                bytes,
+                "<a href=\"/x?SID=abc\">x</a>".repeat(1000),
+                "{coding:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_compressed_body_ends_in_an_error_not_a_panic() {
+        let (origin, ticket) = ticket();
+        let body = crate::body::full(&b"not gzip at all"[..]);
+        let out = rewrite(body, Coding::Gzip, encoding_rs::UTF_8, origin, ticket);
+        assert!(out.collect().await.is_err());
     }
 }
