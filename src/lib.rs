@@ -14,6 +14,7 @@
 //! - [`hop`]: hop-by-hop header rules (RFC 9110 §7.6.1).
 //! - [`body`]: the response body type and a wrapper that watches it finish.
 //! - [`access_log`]: the one log line per request.
+//! - [`answer`]: responses the proxy writes itself (text, HTML, redirects).
 //! - [`demo`]: `cloakroom demo`, a built-in legacy app behind the proxy.
 //! - [`error`]: [`error::ProxyError`] → status and short body.
 //!
@@ -44,6 +45,7 @@
 //! 9. When the body is finished (or abandoned), the log line is written.
 
 pub mod access_log;
+pub mod answer;
 pub mod auth;
 pub mod body;
 pub mod config;

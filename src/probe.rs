@@ -21,7 +21,8 @@ use dashmap::DashMap;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use crate::body::{self, ProxyBody};
+use crate::answer;
+use crate::body::ProxyBody;
 use crate::rewrite::link::{self, Ticket};
 use crate::session::Current;
 
@@ -95,12 +96,7 @@ impl UrlState {
 
 /// A navigation: a GET for a page (`Accept` includes `text/html`).
 pub fn is_navigation<B>(req: &Request<B>) -> bool {
-    req.method() == Method::GET
-        && req.headers().get_all(header::ACCEPT).iter().any(|v| {
-            v.as_bytes()
-                .windows(9)
-                .any(|w| w.eq_ignore_ascii_case(b"text/html"))
-        })
+    req.method() == Method::GET && crate::login::wants_html(req)
 }
 
 /// The probe's answer to a navigation, if it needs one; `None` lets the
@@ -121,17 +117,25 @@ pub fn answer<B>(
     if !current.fresh && !current.in_url {
         // A valid cookie: a probe that came back, or a URL-mode client that
         // took the cookie at last. Either way, on to the clean URL.
-        return url.dirty().then(|| redirect(&clean()));
+        return url
+            .dirty()
+            .then(|| answer::redirect(StatusCode::FOUND, &clean()));
     }
     if current.in_url {
-        return url
-            .marker
-            .then(|| redirect(&clean_with_ticket(&clean(), current, name)));
+        return url.marker.then(|| {
+            answer::redirect(
+                StatusCode::FOUND,
+                &clean_with_ticket(&clean(), current, name),
+            )
+        });
     }
     // A new ID: no usable cookie, no usable URL ID.
     if url.marker {
         // The probe came back without the cookie: URL mode.
-        return Some(redirect(&clean_with_ticket(&clean(), current, name)));
+        return Some(answer::redirect(
+            StatusCode::FOUND,
+            &clean_with_ticket(&clean(), current, name),
+        ));
     }
     if protected {
         return None;
@@ -151,7 +155,7 @@ pub fn answer<B>(
         },
         false,
     );
-    Some(redirect(&probe))
+    Some(answer::redirect(StatusCode::FOUND, &probe))
 }
 
 fn clean_with_ticket(clean: &str, current: &Current, name: &str) -> String {
@@ -163,18 +167,6 @@ fn clean_with_ticket(clean: &str, current: &Current, name: &str) -> String {
         },
         false,
     )
-}
-
-fn redirect(location: &str) -> Response<ProxyBody> {
-    let mut resp = Response::new(body::empty());
-    *resp.status_mut() = StatusCode::FOUND;
-    let h = resp.headers_mut();
-    h.insert(
-        header::LOCATION,
-        HeaderValue::from_str(location).unwrap_or_else(|_| HeaderValue::from_static("/")),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::access_log::AccessLog;
-use crate::body::{self, ProxyBody, Watched};
+use crate::answer;
+use crate::body::{ProxyBody, Watched};
 use crate::error::ProxyError;
 use crate::identity::{self, UpstreamCommand};
 use crate::login;
@@ -299,13 +300,5 @@ fn check_forwardable(req: &Request<Incoming>) -> Result<(), ProxyError> {
 
 /// The short plain-text response for an error.
 pub fn error_response(error: &ProxyError) -> Response<ProxyBody> {
-    let mut resp = Response::new(body::full(error.body()));
-    *resp.status_mut() = error.status();
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    answer::text(error.status(), error.body())
 }

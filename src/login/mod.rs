@@ -16,7 +16,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::body::{self, ProxyBody};
+use crate::answer;
+use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::probe;
 use crate::rewrite::link;
@@ -74,16 +75,16 @@ pub async fn answer(
                 &[]
             };
             let html = page::logout(&csrf, current.user(), hidden);
-            Ok(html_response(StatusCode::OK, html))
+            Ok(answer::html(StatusCode::OK, html))
         }
         (LOGOUT_PATH, &Method::POST) => logout(app, current, req).await,
         (LOGIN_PATH | LOGOUT_PATH, _) => {
-            let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
+            let mut resp = answer::text(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
             Ok(resp)
         }
-        _ => Ok(text(StatusCode::NOT_FOUND, "404 Not Found\n")),
+        _ => Ok(answer::text(StatusCode::NOT_FOUND, "404 Not Found\n")),
     }
 }
 
@@ -91,8 +92,8 @@ pub async fn answer(
 /// navigation is sent to the login page, anything else gets 401. The
 /// session parameter `name` is not carried into `return_to`.
 pub fn challenge(req: &Request<Incoming>, name: &str) -> Response<ProxyBody> {
-    if !is_navigation(req) {
-        let mut resp = text(StatusCode::UNAUTHORIZED, "401 Unauthorized: log in first\n");
+    if !wants_html(req) {
+        let mut resp = answer::text(StatusCode::UNAUTHORIZED, "401 Unauthorized: log in first\n");
         // RFC 9110 §15.5.2 asks for a challenge; this one names the form.
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -111,11 +112,11 @@ pub fn challenge(req: &Request<Incoming>, name: &str) -> Response<ProxyBody> {
         url::form_urlencoded::byte_serialize(safe_return_to(&target).as_bytes())
             .collect::<String>()
     );
-    redirect(StatusCode::FOUND, &location)
+    answer::redirect(StatusCode::FOUND, &location)
 }
 
-/// A browser navigation: the client says it wants HTML.
-pub fn is_navigation(req: &Request<Incoming>) -> bool {
+/// A browser asking for a page: `Accept` includes `text/html`.
+pub fn wants_html<B>(req: &Request<B>) -> bool {
     req.headers().get_all(header::ACCEPT).iter().any(|v| {
         v.as_bytes()
             .windows(9)
@@ -129,24 +130,12 @@ async fn login(
     current: &Current,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    if !same_origin_post(&req) {
-        return Ok(csrf_failed());
-    }
-    let form = match read_form(req).await {
-        Ok(form) => form,
-        Err(resp) => return Ok(resp),
+    let (form, current) = match posted_form(app, current, req).await? {
+        Posted::Form(form, current) => (form, current),
+        Posted::Refused(resp) => return Ok(resp),
     };
-    let current = &form_session(app, current, &form).await?;
+    let current = &current;
     let return_to = safe_return_to(form.get("return_to").unwrap_or("/"));
-    // A fresh session cannot carry a valid token: the form was not ours,
-    // or neither cookie nor hidden field came back.
-    if current.fresh
-        || !app
-            .sessions
-            .token_matches(CSRF, &current.id, form.get("csrf").unwrap_or(""))
-    {
-        return Ok(csrf_failed());
-    }
     let username = form.get("username").unwrap_or("").trim();
     let password = form.get("password").unwrap_or("");
     let remember = form.get("remember").is_some_and(|v| !v.is_empty());
@@ -196,7 +185,7 @@ async fn login(
     tracing::info!(user = username, ip = %peer.addr.ip(), remember, "login");
     // The cookie (and, in URL mode, the ID in the redirect) follow from the
     // new session when the answer is finished.
-    let mut resp = redirect(StatusCode::SEE_OTHER, &return_to);
+    let mut resp = answer::redirect(StatusCode::SEE_OTHER, &return_to);
     resp.extensions_mut()
         .insert(SessionChange::LoggedIn(logged_in));
     Ok(resp)
@@ -207,28 +196,48 @@ async fn logout(
     current: &Current,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    if !same_origin_post(&req) {
-        return Ok(csrf_failed());
-    }
-    let form = match read_form(req).await {
-        Ok(form) => form,
-        Err(resp) => return Ok(resp),
+    let current = match posted_form(app, current, req).await? {
+        Posted::Form(_, current) => current,
+        Posted::Refused(resp) => return Ok(resp),
     };
-    let current = &form_session(app, current, &form).await?;
-    if current.fresh
-        || !app
-            .sessions
-            .token_matches(CSRF, &current.id, form.get("csrf").unwrap_or(""))
-    {
-        return Ok(csrf_failed());
-    }
     app.sessions.destroy(&current.id).await?;
     if let Some(user) = current.user() {
         tracing::info!(user, "logout");
     }
-    let mut resp = redirect(StatusCode::SEE_OTHER, "/");
+    let mut resp = answer::redirect(StatusCode::SEE_OTHER, "/");
     resp.extensions_mut().insert(SessionChange::LoggedOut);
     Ok(resp)
+}
+
+/// A form posted to the proxy, checked: from this site, with a session and
+/// that session's CSRF token.
+enum Posted {
+    /// The form's fields and the session it was posted from.
+    Form(Form, Current),
+    /// What to answer instead (403, 413, 400).
+    Refused(Response<ProxyBody>),
+}
+
+async fn posted_form(
+    app: &App,
+    current: &Current,
+    req: Request<Incoming>,
+) -> Result<Posted, ProxyError> {
+    if !same_origin_post(&req) {
+        return Ok(Posted::Refused(csrf_failed()));
+    }
+    let form = match read_form(req).await {
+        Ok(form) => form,
+        Err(resp) => return Ok(Posted::Refused(resp)),
+    };
+    let current = form_session(app, current, &form).await?;
+    // A fresh session cannot carry a valid token: the form was not ours,
+    // or neither cookie nor hidden field came back.
+    let token = form.get("csrf").unwrap_or("");
+    if current.fresh || !app.sessions.token_matches(CSRF, &current.id, token) {
+        return Ok(Posted::Refused(csrf_failed()));
+    }
+    Ok(Posted::Form(form, current))
 }
 
 /// The session a form was posted from: the cookie's or URL's if there was
@@ -304,11 +313,11 @@ fn login_form(
             &[]
         },
     });
-    html_response(status, html)
+    answer::html(status, html)
 }
 
 fn csrf_failed() -> Response<ProxyBody> {
-    html_response(
+    answer::html(
         StatusCode::FORBIDDEN,
         "<!doctype html><meta charset=\"utf-8\"><title>Form expired</title>\
          <p>This form expired or did not come from this site. \
@@ -336,13 +345,13 @@ async fn read_form(req: Request<Incoming>) -> Result<Form, Response<ProxyBody>> 
     {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(text(
+            return Err(answer::text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "413 Payload Too Large\n",
             ))
         }
         Err(_) => {
-            return Err(text(
+            return Err(answer::text(
                 StatusCode::BAD_REQUEST,
                 "400 Bad Request: broken body\n",
             ))
@@ -395,54 +404,6 @@ fn percent_decode_all(bytes: &[u8]) -> Vec<u8> {
         current = next;
     }
     current
-}
-
-fn redirect(status: StatusCode, location: &str) -> Response<ProxyBody> {
-    let mut resp = Response::new(body::empty());
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::LOCATION,
-        HeaderValue::from_str(location).unwrap_or_else(|_| HeaderValue::from_static("/")),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
-fn html_response(status: StatusCode, html: String) -> Response<ProxyBody> {
-    let mut resp = Response::new(body::full(html));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // The form must not be framed (clickjacking) nor load anything foreign.
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    resp
-}
-
-fn text(status: StatusCode, message: &'static str) -> Response<ProxyBody> {
-    let mut resp = Response::new(body::full(message));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
 }
 
 #[cfg(test)]
