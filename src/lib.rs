@@ -13,6 +13,7 @@
 //! - [`upstream`]: the pooled client, request rewriting, upgrade tunnels.
 //! - [`hop`]: hop-by-hop header rules (RFC 9110 §7.6.1).
 //! - [`body`]: the response body type and a wrapper that watches it finish.
+//! - [`cache`]: keeping responses that carry a session cookie out of shared caches.
 //! - [`access_log`]: the one log line per request.
 //! - [`answer`]: responses the proxy writes itself (text, HTML, redirects).
 //! - [`demo`]: `cloakroom demo`, a built-in legacy app behind the proxy.
@@ -48,6 +49,7 @@ pub mod access_log;
 pub mod answer;
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod error;

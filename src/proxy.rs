@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use crate::access_log::AccessLog;
 use crate::answer;
 use crate::body::{ProxyBody, Watched};
+use crate::cache;
 use crate::error::ProxyError;
 use crate::identity::{self, UpstreamCommand};
 use crate::login;
@@ -162,6 +163,7 @@ fn finish(
         Some(SessionChange::LoggedOut) => {
             resp.headers_mut()
                 .append(header::SET_COOKIE, app.sessions.expire_cookie());
+            cache::keep_private(resp.headers_mut());
             None
         }
         None => Some(current.clone()),
@@ -169,6 +171,7 @@ fn finish(
     let Some(after) = after else { return resp };
     if let Some(cookie) = app.sessions.set_cookie(&after) {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
+        cache::keep_private(resp.headers_mut());
     }
     if after.in_url {
         let ticket = Ticket {

@@ -338,3 +338,19 @@ fn cookie_header(id: &str) -> HeaderMap {
     h.insert("cookie", format!("CLOAKROOMSID={id}").parse().unwrap());
     h
 }
+
+#[tokio::test]
+async fn a_response_carrying_a_new_session_is_kept_out_of_shared_caches() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+    let url = proxy.url("/respond-with?h=Cache-Control%3Apublic%2C%20max-age%3D600");
+
+    let (_, headers, _) = get(&url).await;
+    let id = issued(&headers).expect("no session issued");
+    assert_eq!(headers["cache-control"], "private, max-age=600");
+
+    // Without a new cookie, the application's caching is its own.
+    let (_, headers, _) = get_with_cookie(&url, &format!("CLOAKROOMSID={id}")).await;
+    assert_eq!(issued(&headers), None);
+    assert_eq!(headers["cache-control"], "public, max-age=600");
+}

@@ -1,0 +1,68 @@
+//! A response that carries a session cookie must never be stored by a
+//! shared cache (a CDN, a corporate proxy): the next visitor would be handed
+//! the same session. The application cannot know that the proxy added a
+//! cookie, so the proxy marks such responses `private` itself (RFC 9111
+//! §5.2.2.7), keeping the application's other directives.
+
+use http::header::{self, HeaderMap, HeaderValue};
+
+/// Makes `headers`' response uncacheable by shared caches, unless it
+/// already is (`private` or `no-store`). `public` and `s-maxage` go.
+pub fn keep_private(headers: &mut HeaderMap) {
+    let directives: Vec<String> = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .collect();
+    let name = |d: &str| {
+        d.split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    };
+    if directives
+        .iter()
+        .any(|d| matches!(name(d).as_str(), "private" | "no-store"))
+    {
+        return;
+    }
+    let mut kept: Vec<String> = vec!["private".to_owned()];
+    kept.extend(
+        directives
+            .into_iter()
+            .filter(|d| !matches!(name(d).as_str(), "public" | "s-maxage" | "proxy-revalidate")),
+    );
+    if let Ok(value) = HeaderValue::from_str(&kept.join(", ")) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(value: Option<&str>) -> String {
+        let mut h = HeaderMap::new();
+        if let Some(v) = value {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_str(v).unwrap());
+        }
+        keep_private(&mut h);
+        h[header::CACHE_CONTROL].to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn shared_caches_are_kept_out() {
+        assert_eq!(after(None), "private");
+        assert_eq!(
+            after(Some("public, max-age=600, s-maxage=3600")),
+            "private, max-age=600"
+        );
+        assert_eq!(after(Some("max-age=60")), "private, max-age=60");
+        assert_eq!(after(Some("no-store")), "no-store");
+        assert_eq!(after(Some("Private, max-age=5")), "Private, max-age=5");
+    }
+}
