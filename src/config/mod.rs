@@ -5,7 +5,11 @@
 //! the TOML is malformed, a key is unknown, or a value has the wrong type,
 //! names the dotted key it is about (`upstream.timeout: invalid duration …`).
 //! Validation that serde cannot express (URL schemes, ranges) happens in
-//! [`Config::from_raw`] and names its key the same way.
+//! [`validate`] and names its key the same way.
+//!
+//! - [`raw`]: the file's serde shape and parse errors.
+//! - [`validate`]: raw file → [`Config`].
+//! - [`duration_text`]: durations as `30s`, `12h`, `180d`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -13,6 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+mod duration_text;
+mod raw;
+mod validate;
 
 /// Environment variable naming the config file when `--config` is absent.
 pub const CONFIG_ENV: &str = "CLOAKROOM_CONFIG";
@@ -222,103 +230,6 @@ pub enum LogFormat {
     Json,
 }
 
-// ---- the raw shape of the file ----------------------------------------------
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    listen: Option<String>,
-    #[serde(default)]
-    upstream: RawUpstream,
-    #[serde(default)]
-    server: RawServer,
-    #[serde(default)]
-    session: RawSession,
-    #[serde(default)]
-    auth: RawAuth,
-    #[serde(default)]
-    identity: RawIdentity,
-    #[serde(default)]
-    log: RawLog,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAuth {
-    users_file: Option<PathBuf>,
-    protect: Option<Vec<String>>,
-    public: Option<Vec<String>>,
-    app_name: Option<String>,
-    max_failures_per_ip: Option<u32>,
-    max_failures_per_user: Option<u32>,
-    #[serde(default, with = "duration_text::option")]
-    failure_window: Option<Duration>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawIdentity {
-    header: Option<String>,
-    upstream_control: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSession {
-    name: Option<String>,
-    store: Option<StoreKind>,
-    dir: Option<PathBuf>,
-    secret_file: Option<PathBuf>,
-    #[serde(default, with = "duration_text::option")]
-    idle_timeout: Option<Duration>,
-    #[serde(default, with = "duration_text::option")]
-    absolute_timeout: Option<Duration>,
-    #[serde(default, with = "duration_text::option")]
-    remember_me: Option<Duration>,
-    cookie_domain: Option<String>,
-    cookie_path: Option<String>,
-    same_site: Option<SameSiteKind>,
-    secure: Option<bool>,
-    #[serde(default, with = "duration_text::option")]
-    purge_interval: Option<Duration>,
-    cookieless: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUpstream {
-    url: Option<String>,
-    #[serde(default, with = "duration_text::option")]
-    timeout: Option<Duration>,
-    #[serde(default, with = "duration_text::option")]
-    connect_timeout: Option<Duration>,
-    preserve_host: Option<bool>,
-    pool_max_idle: Option<usize>,
-    #[serde(default, with = "duration_text::option")]
-    pool_idle_timeout: Option<Duration>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    max_connections: Option<usize>,
-    #[serde(default, with = "duration_text::option")]
-    header_timeout: Option<Duration>,
-    #[serde(default, with = "duration_text::option")]
-    idle_timeout: Option<Duration>,
-    max_header_bytes: Option<usize>,
-    max_headers: Option<usize>,
-    #[serde(default, with = "duration_text::option")]
-    shutdown_timeout: Option<Duration>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    format: Option<LogFormat>,
-    level: Option<String>,
-}
-
 /// Where the configuration comes from.
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -367,122 +278,14 @@ impl Config {
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut raw = parse_raw(text)?;
+        let mut raw = raw::parse_raw(text)?;
         if let Some(listen) = env(LISTEN_ENV) {
             raw.listen = Some(listen);
         }
         if let Some(url) = env(UPSTREAM_URL_ENV) {
             raw.upstream.url = Some(url);
         }
-        Config::from_raw(raw)
-    }
-
-    fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8000");
-        let listen: SocketAddr = listen.parse().map_err(|_| {
-            ConfigError::key(
-                "listen",
-                format!("expected an address like 127.0.0.1:8000, got {listen:?}"),
-            )
-        })?;
-
-        let up = raw.upstream;
-        let url = up.url.ok_or_else(|| {
-            ConfigError::key(
-                "upstream.url",
-                format!("missing: set it in the file or with {UPSTREAM_URL_ENV}"),
-            )
-        })?;
-        let upstream = UpstreamConfig {
-            url: parse_upstream_url(&url)?,
-            timeout: positive("upstream.timeout", up.timeout, Duration::from_secs(60))?,
-            connect_timeout: positive(
-                "upstream.connect_timeout",
-                up.connect_timeout,
-                Duration::from_secs(5),
-            )?,
-            preserve_host: up.preserve_host.unwrap_or(true),
-            pool_max_idle: up.pool_max_idle.unwrap_or(64),
-            pool_idle_timeout: positive(
-                "upstream.pool_idle_timeout",
-                up.pool_idle_timeout,
-                Duration::from_secs(90),
-            )?,
-        };
-
-        let sv = raw.server;
-        let server = ServerConfig {
-            max_connections: at_least("server.max_connections", sv.max_connections, 1, 10_000)
-                .and_then(|n| {
-                    if n > crate::server::MAX_CONNECTIONS_LIMIT {
-                        Err(ConfigError::key(
-                            "server.max_connections",
-                            format!(
-                                "must be at most {}, got {n}",
-                                crate::server::MAX_CONNECTIONS_LIMIT
-                            ),
-                        ))
-                    } else {
-                        Ok(n)
-                    }
-                })?,
-            header_timeout: positive(
-                "server.header_timeout",
-                sv.header_timeout,
-                Duration::from_secs(10),
-            )?,
-            idle_timeout: positive(
-                "server.idle_timeout",
-                sv.idle_timeout,
-                Duration::from_secs(60),
-            )?,
-            // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
-            max_header_bytes: at_least(
-                "server.max_header_bytes",
-                sv.max_header_bytes,
-                8192,
-                32 * 1024,
-            )?,
-            max_headers: at_least("server.max_headers", sv.max_headers, 1, 100)?,
-            shutdown_timeout: positive(
-                "server.shutdown_timeout",
-                sv.shutdown_timeout,
-                Duration::from_secs(30),
-            )?,
-        };
-
-        let session = session_config(raw.session)?;
-        let identity = IdentityConfig {
-            header: raw
-                .identity
-                .header
-                .unwrap_or_else(|| "X-Forwarded-User".to_owned()),
-            upstream_control: raw.identity.upstream_control.unwrap_or(false),
-        };
-        if http::HeaderName::from_bytes(identity.header.as_bytes()).is_err() {
-            return Err(ConfigError::key(
-                "identity.header",
-                format!("not a valid header name: {:?}", identity.header),
-            ));
-        }
-        let auth = auth_config(raw.auth, identity.upstream_control)?;
-
-        let log = LogConfig {
-            format: raw.log.format.unwrap_or(LogFormat::Plain),
-            level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
-        };
-        tracing_subscriber::EnvFilter::try_new(&log.level)
-            .map_err(|e| ConfigError::key("log.level", format!("not a log filter: {e}")))?;
-
-        Ok(Config {
-            listen,
-            upstream,
-            server,
-            session,
-            auth,
-            identity,
-            log,
-        })
+        validate::from_raw(raw)
     }
 
     /// The effective configuration as TOML, defaults filled in (`cloakroom check`).
@@ -496,152 +299,6 @@ impl Config {
     }
 }
 
-fn session_config(raw: RawSession) -> Result<SessionConfig, ConfigError> {
-    let name = raw.name.unwrap_or_else(|| "CLOAKROOMSID".to_owned());
-    // The name is both a cookie name and a URL parameter: keep it to
-    // characters that need no escaping in either.
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-    {
-        return Err(ConfigError::key(
-            "session.name",
-            format!("must be letters, digits, '_', '-' or '.', got {name:?}"),
-        ));
-    }
-    let store = raw.store.unwrap_or(StoreKind::File);
-    if store == StoreKind::Redis {
-        return Err(ConfigError::key(
-            "session.store",
-            "redis is not available yet; use file or memory",
-        ));
-    }
-    let idle = positive(
-        "session.idle_timeout",
-        raw.idle_timeout,
-        Duration::from_secs(30 * 60),
-    )?;
-    let absolute = positive(
-        "session.absolute_timeout",
-        raw.absolute_timeout,
-        Duration::from_secs(12 * 3600),
-    )?;
-    let remember = positive(
-        "session.remember_me",
-        raw.remember_me,
-        Duration::from_secs(180 * 86400),
-    )?;
-    if idle > absolute {
-        return Err(ConfigError::key(
-            "session.idle_timeout",
-            "must not be longer than session.absolute_timeout",
-        ));
-    }
-    if idle > remember {
-        return Err(ConfigError::key(
-            "session.idle_timeout",
-            "must not be longer than session.remember_me",
-        ));
-    }
-    let cookie_path = raw.cookie_path.unwrap_or_else(|| "/".to_owned());
-    if !cookie_path.starts_with('/') || !is_attribute_safe(&cookie_path) {
-        return Err(ConfigError::key(
-            "session.cookie_path",
-            format!("must be a path starting with '/', without ';' or spaces, got {cookie_path:?}"),
-        ));
-    }
-    if let Some(domain) = &raw.cookie_domain {
-        let ok = !domain.is_empty()
-            && domain
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-        if !ok {
-            return Err(ConfigError::key(
-                "session.cookie_domain",
-                format!("must be a host name like example.com, got {domain:?}"),
-            ));
-        }
-    }
-    Ok(SessionConfig {
-        name,
-        store,
-        dir: raw.dir.unwrap_or_else(|| PathBuf::from("sessions")),
-        secret_file: raw
-            .secret_file
-            .unwrap_or_else(|| PathBuf::from("cloakroom.key")),
-        idle_timeout: idle,
-        absolute_timeout: absolute,
-        remember_me: remember,
-        cookie_domain: raw.cookie_domain,
-        cookie_path,
-        same_site: raw.same_site.unwrap_or(SameSiteKind::Lax),
-        secure: raw.secure.unwrap_or(false),
-        purge_interval: positive(
-            "session.purge_interval",
-            raw.purge_interval,
-            Duration::from_secs(60),
-        )?,
-        cookieless: raw.cookieless.unwrap_or(true),
-    })
-}
-
-fn auth_config(raw: RawAuth, upstream_control: bool) -> Result<AuthConfig, ConfigError> {
-    // With users to log in, protecting everything is the safe default;
-    // without, nothing can be protected.
-    let default_protect = if raw.users_file.is_some() {
-        vec!["/".to_owned()]
-    } else {
-        Vec::new()
-    };
-    let protect = raw.protect.unwrap_or(default_protect);
-    let public = raw.public.unwrap_or_default();
-    for (key, rules) in [("auth.protect", &protect), ("auth.public", &public)] {
-        if let Some(bad) = rules
-            .iter()
-            .find(|r| !r.starts_with('/') || r.chars().any(char::is_control))
-        {
-            return Err(ConfigError::key(
-                key,
-                format!("paths must start with '/', got {bad:?}"),
-            ));
-        }
-    }
-    if !protect.is_empty() && raw.users_file.is_none() && !upstream_control {
-        return Err(ConfigError::key(
-            "auth.protect",
-            "paths are protected but nobody could log in: set auth.users_file (or identity.upstream_control = true)",
-        ));
-    }
-    let failure_window = positive(
-        "auth.failure_window",
-        raw.failure_window,
-        Duration::from_secs(15 * 60),
-    )?;
-    let at_least_one = |key: &str, v: Option<u32>, default: u32| match v {
-        Some(0) => Err(ConfigError::key(key, "must be at least 1")),
-        Some(v) => Ok(v),
-        None => Ok(default),
-    };
-    Ok(AuthConfig {
-        users_file: raw.users_file,
-        protect,
-        public,
-        app_name: raw.app_name.unwrap_or_else(|| "the application".to_owned()),
-        max_failures_per_ip: at_least_one("auth.max_failures_per_ip", raw.max_failures_per_ip, 20)?,
-        max_failures_per_user: at_least_one(
-            "auth.max_failures_per_user",
-            raw.max_failures_per_user,
-            5,
-        )?,
-        failure_window,
-    })
-}
-
-fn is_attribute_safe(text: &str) -> bool {
-    text.bytes().all(|b| b.is_ascii_graphic() && b != b';')
-}
-
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.into(),
@@ -649,119 +306,8 @@ fn read(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
-    let de = toml::Deserializer::parse(text).map_err(|e| toml_error("(file)", &e, text))?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        let key = if key == "." { "(file)".to_owned() } else { key };
-        toml_error(&key, e.inner(), text)
-    })
-}
-
-/// One line: the key, toml's message and where in the file it points.
-fn toml_error(key: &str, e: &toml::de::Error, text: &str) -> ConfigError {
-    let mut message = e.message().trim().replace("unknown field", "unknown key");
-    if let Some(span) = e.span() {
-        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-        message.push_str(&format!(" (line {line})"));
-    }
-    ConfigError::key(key, message)
-}
-
-fn parse_upstream_url(text: &str) -> Result<url::Url, ConfigError> {
-    let key = "upstream.url";
-    let url = url::Url::parse(text)
-        .map_err(|e| ConfigError::key(key, format!("not a URL ({e}): {text:?}")))?;
-    match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(ConfigError::key(
-                key,
-                "https upstreams are not supported yet; use http to a local upstream",
-            ))
-        }
-        other => {
-            return Err(ConfigError::key(
-                key,
-                format!("scheme must be http or https, got {other}"),
-            ))
-        }
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(ConfigError::key(key, "has no host"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(ConfigError::key(
-            key,
-            "must not have a query string or fragment",
-        ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::key(key, "must not carry credentials"));
-    }
-    Ok(url)
-}
-
-fn positive(
-    key: &str,
-    value: Option<Duration>,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match value {
-        Some(d) if d.is_zero() => Err(ConfigError::key(key, "must be longer than zero")),
-        Some(d) => Ok(d),
-        None => Ok(default),
-    }
-}
-
-fn at_least(
-    key: &str,
-    value: Option<usize>,
-    min: usize,
-    default: usize,
-) -> Result<usize, ConfigError> {
-    match value {
-        Some(v) if v < min => Err(ConfigError::key(
-            key,
-            format!("must be at least {min}, got {v}"),
-        )),
-        Some(v) => Ok(v),
-        None => Ok(default),
-    }
-}
-
 fn ser_url<S: serde::Serializer>(url: &url::Url, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(url.as_str())
-}
-
-/// Durations written as text: `30s`, `30m`, `12h`, `180d`, `1h 30m`.
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim()).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {text:?} ({e}); write it like 30s, 30m, 12h or 180d"
-            ))
-        })
-    }
-
-    pub mod option {
-        use std::time::Duration;
-
-        use serde::Deserializer;
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            super::deserialize(d).map(Some)
-        }
-    }
 }
 
 impl fmt::Display for LogFormat {
