@@ -178,31 +178,40 @@ fn finish(
             name: app.sessions.name().to_owned(),
             id: after.id.as_str().to_owned(),
         };
-        resp = rewrite::for_url_mode(resp, page.origin.as_ref(), &ticket, page.head);
+        resp = rewrite::for_url_mode(resp, page.origin().as_ref(), &ticket, page.head);
     }
     resp
 }
 
 /// What the finishing step needs to know of the request.
 struct Page {
-    /// The page as the client addressed it (for same-origin checks).
-    origin: Option<Origin>,
+    /// The request target as sent (cheap to keep: its parts are shared bytes).
+    uri: Uri,
+    host: Option<HeaderValue>,
+    tls: bool,
     head: bool,
 }
 
 impl Page {
     fn of<B>(req: &Request<B>, peer: Peer) -> Page {
-        let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
-        let scheme = if peer.tls { "https" } else { "http" };
-        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         Page {
-            origin: host.and_then(|h| Origin::new(scheme, h, target)),
+            uri: req.uri().clone(),
+            host: req.headers().get(header::HOST).cloned(),
+            tls: peer.tls,
             head: req.method() == Method::HEAD,
         }
+    }
+
+    /// The page as the client addressed it, for same-origin checks (only
+    /// URL mode needs it, so it is built only then).
+    fn origin(&self) -> Option<Origin> {
+        let host = match self.uri.authority() {
+            Some(a) => a.as_str(),
+            None => self.host.as_ref()?.to_str().ok()?,
+        };
+        let scheme = if self.tls { "https" } else { "http" };
+        let target = self.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        Origin::new(scheme, host, target)
     }
 }
 
