@@ -15,7 +15,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{Watch, Watched};
 use crate::config::ServerConfig;
@@ -198,15 +198,34 @@ impl Connection {
 
 /// How many requests of one connection are in flight, and a way to wait
 /// until there have been none for a while.
-#[derive(Clone, Default)]
+///
+/// Requests only touch two atomics; the waiting side checks them when its
+/// timer fires and re-arms it to the new deadline. So a busy connection
+/// costs no wake-up and no timer per request, only one timer per idle
+/// period.
+#[derive(Clone)]
 struct Activity {
     shared: Arc<ActivityShared>,
 }
 
-#[derive(Default)]
 struct ActivityShared {
     in_flight: AtomicUsize,
-    changed: Notify,
+    /// Milliseconds after `opened` when the last request ended; `u64::MAX`
+    /// until a request has started.
+    last_end: AtomicU64,
+    opened: tokio::time::Instant,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            shared: Arc::new(ActivityShared {
+                in_flight: AtomicUsize::new(0),
+                last_end: AtomicU64::new(u64::MAX),
+                opened: tokio::time::Instant::now(),
+            }),
+        }
+    }
 }
 
 impl Activity {
@@ -214,29 +233,38 @@ impl Activity {
     /// (the guard rides on the response body, so streaming counts as busy).
     fn begin(&self) -> Busy {
         self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.shared.changed.notify_waiters();
+        // A started request also counts as activity for the idle clock.
+        self.shared.mark_end();
         Busy(self.shared.clone())
     }
 
     /// Resolves once nothing has been in flight for `first` (before the
     /// first request starts) or `then` (after it).
     async fn idle(&self, first: Duration, then: Duration) {
-        let mut wait = first;
+        let shared = &self.shared;
+        let mut deadline = shared.opened + first;
         loop {
-            let changed = self.shared.changed.notified();
-            tokio::pin!(changed);
-            // Register before reading the count, so no change is missed.
-            changed.as_mut().enable();
-            if self.shared.in_flight.load(Ordering::Acquire) == 0 {
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => return,
-                    () = changed => {}
-                }
-            } else {
-                changed.await;
+            tokio::time::sleep_until(deadline).await;
+            if shared.in_flight.load(Ordering::Acquire) > 0 {
+                deadline = tokio::time::Instant::now() + then;
+                continue;
             }
-            wait = then;
+            let due = match shared.last_end.load(Ordering::Acquire) {
+                u64::MAX => shared.opened + first,
+                ended => shared.opened + Duration::from_millis(ended) + then,
+            };
+            if tokio::time::Instant::now() >= due {
+                return;
+            }
+            deadline = due;
         }
+    }
+}
+
+impl ActivityShared {
+    fn mark_end(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_end.store(ms, Ordering::Release);
     }
 }
 
@@ -247,7 +275,49 @@ impl Watch for Busy {}
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        self.0.mark_end();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.changed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls `idle` once it has had the chance to see the current time.
+    async fn idle_now(idle: &mut std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
+        tokio::time::timeout(Duration::ZERO, idle.as_mut())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_is_not_idle_and_a_quiet_one_is() {
+        let activity = Activity::default();
+        let (first, then) = (Duration::from_secs(1), Duration::from_secs(10));
+        let idle = activity.idle(first, then);
+        tokio::pin!(idle);
+
+        let busy = activity.begin();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(
+            !idle_now(&mut idle).await,
+            "idle while a request was in flight"
+        );
+        drop(busy);
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(!idle_now(&mut idle).await, "idle before `then` passed");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(idle_now(&mut idle).await, "not idle after `then`");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_never_asks_is_idle_after_first() {
+        let activity = Activity::default();
+        let idle = activity.idle(Duration::from_secs(1), Duration::from_secs(10));
+        tokio::pin!(idle);
+        assert!(!idle_now(&mut idle).await);
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert!(idle_now(&mut idle).await);
     }
 }
