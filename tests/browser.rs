@@ -129,8 +129,9 @@ impl Chromium {
         }
     }
 
-    /// Sends one DevTools command and waits for its answer.
-    async fn call(&mut self, method: &str, params: Value) -> Value {
+    /// Sends one DevTools command and waits for its answer (`Err` with the
+    /// error object if the browser refused it).
+    async fn call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let msg = json!({"id": id, "method": method, "params": params}).to_string();
@@ -141,26 +142,36 @@ impl Chromium {
                 let Ok(text) = msg.to_text() else { continue };
                 let value: Value = serde_json::from_str(text).unwrap();
                 if value["id"] == id {
-                    assert!(value.get("error").is_none(), "{method}: {value}");
-                    break value["result"].clone();
+                    break match value.get("error") {
+                        Some(error) => Err(error.clone()),
+                        None => Ok(value["result"].clone()),
+                    };
                 }
             }
         })
         .await
     }
 
+    /// Evaluates JavaScript in the page. A page that navigates away while
+    /// the script runs (a form submitted, a link clicked) yields `null`.
     async fn eval(&mut self, expression: &str) -> Value {
-        let result = self
-            .call(
-                "Runtime.evaluate",
-                json!({"expression": expression, "returnByValue": true}),
-            )
-            .await;
-        result["result"]["value"].clone()
+        let params = json!({"expression": expression, "returnByValue": true});
+        match self.call("Runtime.evaluate", params).await {
+            Ok(result) => result["result"]["value"].clone(),
+            Err(error) => {
+                let message = error["message"].as_str().unwrap_or("");
+                let navigating = ["navigated", "context", "destroyed"]
+                    .iter()
+                    .any(|m| message.contains(m));
+                assert!(navigating, "Runtime.evaluate: {error}");
+                Value::Null
+            }
+        }
     }
 
     async fn navigate(&mut self, url: &str) {
-        self.call("Page.navigate", json!({"url": url})).await;
+        let result = self.call("Page.navigate", json!({"url": url})).await;
+        assert!(result.is_ok(), "Page.navigate: {result:?}");
     }
 
     /// Runs `action` (which navigates) on the current page, marking the
