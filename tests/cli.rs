@@ -4,7 +4,6 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use http::StatusCode;
 use support::*;
@@ -169,7 +168,7 @@ async fn run_logs_each_request_and_exits_cleanly_on_sigterm() {
 
     let url = format!("http://{addr}/slow?ms=700&secret=hunter2");
     let in_flight = tokio::spawn(async move { get(&url).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    upstream.arrived(1).await;
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

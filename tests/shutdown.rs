@@ -2,8 +2,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use http::StatusCode;
 use support::*;
 use tokio::net::TcpStream;
@@ -15,7 +13,7 @@ async fn an_in_flight_request_finishes_and_new_connections_are_refused() {
 
     let url = proxy.url("/slow?ms=800");
     let in_flight = tokio::spawn(async move { get(&url).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    upstream.arrived(1).await;
 
     let stopped = proxy.shutdown();
     let (status, _, body) = within(in_flight).await.unwrap();
@@ -36,7 +34,7 @@ async fn draining_gives_up_at_the_drain_limit() {
 
     let url = proxy.url("/slow?ms=20000");
     let _stuck = tokio::spawn(async move { get(&url).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    upstream.arrived(1).await;
 
     // `run` returns after the drain limit even though a request is still open.
     within(proxy.shutdown()).await.unwrap().unwrap();

@@ -79,7 +79,7 @@ struct UpstreamState {
 }
 
 /// A real HTTP/1.1 application on loopback. Routes:
-/// - `/slow?ms=N`: waits N ms, then answers;
+/// - `/slow?ms=N`: records the request, waits N ms, then answers;
 /// - `/hop`: answers with hop-by-hop headers and the app's own cookie;
 /// - `/upload`: streams the body, counting it (not recorded), answers
 ///   `<bytes> <checksum>`; signals once the first bytes arrive;
@@ -134,6 +134,16 @@ impl Upstream {
         seen.into_iter().next().unwrap()
     }
 
+    /// Waits until `n` requests have arrived (bounded by [`within`]).
+    pub async fn arrived(&self, n: usize) {
+        within(async {
+            while self.seen().len() < n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+
     pub async fn upload_started(&self) {
         self.state.upload_started.notified().await
     }
@@ -168,6 +178,14 @@ async fn route(
     let path = req.uri().path().to_owned();
     let resp = match path.as_str() {
         "/slow" => {
+            // Recorded on arrival, so tests can wait until it is in flight.
+            state.seen.lock().unwrap().push(Seen {
+                method: req.method().to_string(),
+                target: req.uri().to_string(),
+                version: req.version(),
+                headers: req.headers().clone(),
+                body: Bytes::new(),
+            });
             tokio::time::sleep(Duration::from_millis(query_number(&req, "ms"))).await;
             text(StatusCode::OK, "slow answer")
         }
