@@ -71,17 +71,7 @@ impl Chromium {
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start chromium");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
+        let mut lines = lines_of(child.stderr.take().unwrap());
         let browser_ws = within(async {
             loop {
                 let line = lines.recv().await.expect("chromium exited");

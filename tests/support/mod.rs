@@ -69,6 +69,28 @@ impl Seen {
     }
 }
 
+impl Seen {
+    fn of(parts: &http::request::Parts, body: Bytes) -> Seen {
+        Seen {
+            method: parts.method.to_string(),
+            target: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            body,
+        }
+    }
+}
+
+impl UpstreamState {
+    fn record(&self, seen: Seen) {
+        self.seen.lock().unwrap().push(seen);
+    }
+}
+
 #[derive(Default)]
 struct UpstreamState {
     seen: Mutex<Vec<Seen>>,
@@ -179,14 +201,10 @@ async fn route(
     let resp = match path.as_str() {
         "/slow" => {
             // Recorded on arrival, so tests can wait until it is in flight.
-            state.seen.lock().unwrap().push(Seen {
-                method: req.method().to_string(),
-                target: req.uri().to_string(),
-                version: req.version(),
-                headers: req.headers().clone(),
-                body: Bytes::new(),
-            });
-            tokio::time::sleep(Duration::from_millis(query_number(&req, "ms"))).await;
+            let ms = query_number(&req, "ms");
+            let (parts, _) = req.into_parts();
+            state.record(Seen::of(&parts, Bytes::new()));
+            tokio::time::sleep(Duration::from_millis(ms)).await;
             text(StatusCode::OK, "slow answer")
         }
         "/hop" => {
@@ -270,13 +288,8 @@ async fn route(
                         Some((n.to_owned(), v.to_owned()))
                     })
                     .collect();
-            state.seen.lock().unwrap().push(Seen {
-                method: req.method().to_string(),
-                target: req.uri().to_string(),
-                version: req.version(),
-                headers: req.headers().clone(),
-                body: Bytes::new(),
-            });
+            let (parts, _) = req.into_parts();
+            state.record(Seen::of(&parts, Bytes::new()));
             let mut resp = text(StatusCode::OK, "as you wish");
             for (n, v) in pairs {
                 resp.headers_mut().append(
@@ -293,17 +306,7 @@ async fn route(
                 .await
                 .map(|c| c.to_bytes())
                 .unwrap_or_default();
-            state.seen.lock().unwrap().push(Seen {
-                method: parts.method.to_string(),
-                target: parts
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.as_str().to_owned())
-                    .unwrap_or_default(),
-                version: parts.version,
-                headers: parts.headers,
-                body,
-            });
+            state.record(Seen::of(&parts, body));
             let mut resp = text(StatusCode::OK, "hello from upstream");
             resp.headers_mut()
                 .insert("x-upstream", "yes".parse().unwrap());
@@ -340,17 +343,7 @@ async fn html_page(state: &UpstreamState, req: Request<Incoming>) -> Response<Te
             .find(|(k, _)| k == "set")
             .map(|(_, v)| v.into_owned())
     });
-    state.seen.lock().unwrap().push(Seen {
-        method: parts.method.to_string(),
-        target: parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_default(),
-        version: parts.version,
-        headers: parts.headers,
-        body,
-    });
+    state.record(Seen::of(&parts, body));
     let mut resp = match path.as_str() {
         "/html/redirect" | "/html/away" => {
             let mut r = text(StatusCode::FOUND, "");
@@ -574,6 +567,21 @@ pub async fn raw(addr: SocketAddr, raw: &[u8]) -> String {
     // A reset after the answer still leaves the answer in `out`.
     let _ = within(stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The lines a child process writes to `stream`, as they come.
+pub fn lines_of(stream: impl std::io::Read + Send + 'static) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 // ---- a browser-like client --------------------------------------------------
