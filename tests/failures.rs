@@ -223,3 +223,62 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "hello from upstream");
 }
+
+#[tokio::test]
+async fn garbage_from_clients_never_takes_the_proxy_down() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "[server]\nheader_timeout = \"500ms\"").await;
+
+    // Random bytes, and plausible requests with random bytes where the
+    // session, the path and the headers go.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut tasks = Vec::new();
+    for round in 0..150 {
+        let junk: Vec<u8> = (0..(next() % 300)).map(|_| next() as u8).collect();
+        let text: String = junk.iter().map(|b| char::from(b'!' + b % 90)).collect();
+        let request = match round % 3 {
+            0 => junk,
+            1 => format!(
+                "GET /{text} HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
+            )
+            .into_bytes(),
+            _ => {
+                let mut r = b"GET /?CLOAKROOMSID=".to_vec();
+                r.extend_from_slice(text.as_bytes());
+                r.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\nCookie: CLOAKROOMSID=");
+                r.extend_from_slice(
+                    &junk
+                        .iter()
+                        .map(|b| b.max(&0x20).to_owned())
+                        .filter(|b| *b != 0x7f)
+                        .collect::<Vec<u8>>(),
+                );
+                r.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+                r
+            }
+        };
+        let addr = proxy.addr;
+        tasks.push(tokio::spawn(async move { raw(addr, &request).await }));
+    }
+    for task in tasks {
+        let answer = task.await.expect("a client task panicked");
+        // Whatever came back is a well-formed status line, or nothing.
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 "),
+            "{answer:.60}"
+        );
+        assert!(
+            !answer.starts_with("HTTP/1.1 5"),
+            "a 5xx for client input: {answer:.80}"
+        );
+    }
+    let (status, _, body) = get(&proxy.url("/still-alive")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "hello from upstream");
+}
