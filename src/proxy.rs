@@ -3,9 +3,10 @@
 //! `handle` is the outer shell: it starts the request's log record, runs the
 //! pipeline, turns any [`ProxyError`] into its short response, and attaches
 //! the log record to the response body so the line is written once the last
-//! byte has gone out. [`pipeline`] is the straight line of named steps; later
-//! capabilities (sessions, login, access rules, link rewriting) are steps
-//! added to it, each one either passing the request on or answering early.
+//! byte has gone out. [`pipeline`] is the straight line of named steps —
+//! reject, find the session, probe, reserved paths, access rules, forward,
+//! finish — each one either passing the request on or answering early; a
+//! new capability is a new step here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
