@@ -72,15 +72,7 @@ impl Chromium {
             .spawn()
             .expect("cannot start chromium");
         let mut lines = lines_of(child.stderr.take().unwrap());
-        let browser_ws = within(async {
-            loop {
-                let line = lines.recv().await.expect("chromium exited");
-                if let Some(url) = line.split("DevTools listening on ").nth(1) {
-                    break url.trim().to_owned();
-                }
-            }
-        })
-        .await;
+        let browser_ws = line_after(&mut lines, "DevTools listening on ").await;
         let port = browser_ws
             .trim_start_matches("ws://127.0.0.1:")
             .split('/')

@@ -149,15 +149,8 @@ async fn run_logs_each_request_and_exits_cleanly_on_sigterm() {
     let mut lines = lines_of(child.stderr.take().unwrap());
 
     // The startup line names the bound address.
-    let addr = within(async {
-        loop {
-            let line = lines.recv().await.expect("exited before listening");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.split('"').next().unwrap().to_owned();
-            }
-        }
-    })
-    .await;
+    let addr = line_after(&mut lines, "listening on http://").await;
+    let addr = addr.split('"').next().unwrap().to_owned();
 
     let url = format!("http://{addr}/slow?ms=700&secret=hunter2");
     let in_flight = tokio::spawn(async move { get(&url).await });
@@ -242,18 +235,8 @@ async fn demo_shows_a_login_and_tells_the_app_who_signed_in() {
         .spawn()
         .unwrap();
     let mut lines = lines_of(child.stdout.take().unwrap());
-    let base = within(async {
-        loop {
-            let line = lines
-                .recv()
-                .await
-                .expect("demo exited before printing its URL");
-            if let Some(rest) = line.split("open ").nth(1) {
-                break rest.trim().trim_end_matches('/').to_owned();
-            }
-        }
-    })
-    .await;
+    let base = line_after(&mut lines, "open ").await;
+    let base = base.trim_end_matches('/').to_owned();
 
     let mut b = Browser::at(&base);
     let (home, _) = b.visit("/").await;

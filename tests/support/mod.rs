@@ -89,6 +89,18 @@ impl UpstreamState {
     fn record(&self, seen: Seen) {
         self.seen.lock().unwrap().push(seen);
     }
+
+    /// Reads the whole request, records it, and returns its head.
+    async fn record_whole(&self, req: Request<Incoming>) -> http::request::Parts {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        self.record(Seen::of(&parts, body));
+        parts
+    }
 }
 
 #[derive(Default)]
@@ -300,13 +312,7 @@ async fn route(
             resp
         }
         _ => {
-            let (parts, body) = req.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            state.record(Seen::of(&parts, body));
+            state.record_whole(req).await;
             let mut resp = text(StatusCode::OK, "hello from upstream");
             resp.headers_mut()
                 .insert("x-upstream", "yes".parse().unwrap());
@@ -331,19 +337,13 @@ pub const HTML_PAGE: &str = "<!doctype html><html><head><title>t</title></head><
 </body></html>\n";
 
 async fn html_page(state: &UpstreamState, req: Request<Incoming>) -> Response<TestBody> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let parts = state.record_whole(req).await;
     let path = parts.uri.path().to_owned();
     let set = parts.uri.query().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "set")
             .map(|(_, v)| v.into_owned())
     });
-    state.record(Seen::of(&parts, body));
     let mut resp = match path.as_str() {
         "/html/redirect" | "/html/away" => {
             let mut r = text(StatusCode::FOUND, "");
@@ -582,6 +582,19 @@ pub fn lines_of(stream: impl std::io::Read + Send + 'static) -> mpsc::UnboundedR
         }
     });
     rx
+}
+
+/// Waits for the first line containing `marker` and returns what follows it.
+pub async fn line_after(lines: &mut mpsc::UnboundedReceiver<String>, marker: &str) -> String {
+    within(async {
+        loop {
+            let line = lines.recv().await.expect("the process exited first");
+            if let Some(rest) = line.split(marker).nth(1) {
+                break rest.trim().to_owned();
+            }
+        }
+    })
+    .await
 }
 
 // ---- a browser-like client --------------------------------------------------
