@@ -7,6 +7,13 @@
 //! proxy itself (RFC 9110 §11.7). Any header a sender names in `Connection`
 //! is hop-by-hop too. An `Upgrade` is re-established by the caller on both
 //! hops when the upstream agrees to it.
+//!
+//! Order matters: a client's request is stripped *before* the proxy sets
+//! its own headers (identity, `X-Forwarded-*`, `Host`), so `Connection:
+//! X-Forwarded-User` cannot nominate the proxy's identity header away.
+//! Only WebSocket upgrades are tunnelled (RFC 6455); any other protocol a
+//! client asks for (`h2c`, TLS, a private one) is simply not upgraded, so
+//! nothing the proxy cannot read is smuggled past it.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -37,8 +44,9 @@ pub fn strip(headers: &mut HeaderMap) {
     headers.remove(header::PROXY_AUTHORIZATION);
 }
 
-/// The protocol a request asks to switch to, when it asks properly:
-/// an `Upgrade` header and the `upgrade` token in `Connection`.
+/// The WebSocket upgrade a request asks for, when it asks properly: an
+/// `Upgrade: websocket` header and the `upgrade` token in `Connection`.
+/// Other protocols are never tunnelled.
 pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = headers
         .get_all(header::CONNECTION)
@@ -46,11 +54,12 @@ pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    if asks {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    }
+    let protocol = headers.get(header::UPGRADE)?;
+    let websocket = protocol
+        .as_bytes()
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"websocket");
+    (asks && websocket).then(|| protocol.clone())
 }
 
 /// Marks `headers` as switching to `protocol` on this hop.
@@ -105,5 +114,9 @@ mod tests {
         assert_eq!(requested_upgrade(&ws).unwrap(), "websocket");
         assert!(requested_upgrade(&map(&[("upgrade", "websocket")])).is_none());
         assert!(requested_upgrade(&map(&[("connection", "upgrade")])).is_none());
+        for smuggled in ["h2c", "TLS/1.0", "websocket, h2c", "custom"] {
+            let h = map(&[("connection", "Upgrade"), ("upgrade", smuggled)]);
+            assert!(requested_upgrade(&h).is_none(), "{smuggled} was tunnelled");
+        }
     }
 }

@@ -7,7 +7,9 @@
 //! `X-Forwarded-User` to the same variable). Only then, for a logged-in
 //! session, is the header set. The upstream-control headers are removed
 //! from requests too, so an upstream that echoes request headers cannot be
-//! made to log anyone in.
+//! made to log anyone in, and so are the forwarding headers a client could
+//! use to claim an address, scheme, host or route
+//! ([`crate::forwarded::CLIENT_CLAIMS`]), in all their spellings.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -31,14 +33,18 @@ impl Identity {
         Some(Identity { header, folded })
     }
 
-    /// Removes every client-sent spelling of the identity header (and the
-    /// upstream-control headers), then sets it for `user`, if any.
+    /// Removes every client-sent spelling of the identity header, the
+    /// upstream-control headers and the forwarding claims, then sets the
+    /// identity header for `user`, if any.
     pub fn apply(&self, headers: &mut HeaderMap, user: Option<&str>) {
         let doomed = |name: &HeaderName| {
             let name = name.as_str().as_bytes();
             same_folded(name, &self.folded)
                 || same_folded(name, LOGIN_HEADER.as_str().as_bytes())
                 || same_folded(name, LOGOUT_HEADER.as_str().as_bytes())
+                || crate::forwarded::CLIENT_CLAIMS
+                    .iter()
+                    .any(|claim| same_folded(name, claim.as_bytes()))
         };
         // The common case, nothing to strip, allocates nothing.
         if headers.keys().any(doomed) {
@@ -109,6 +115,10 @@ mod tests {
             "x_forwarded_user",
             "X_Forwarded-User",
             "x-cloakroom-login",
+            "x_original_url",
+            "X-Real-IP",
+            "forwarded",
+            "x_forwarded_for",
         ] {
             h.append(
                 HeaderName::from_bytes(name.as_bytes()).unwrap(),
@@ -121,6 +131,8 @@ mod tests {
         assert!(h.get("x-forwarded-user").is_none());
         assert!(h.get("x_forwarded_user").is_none());
         assert!(h.get("x-cloakroom-login").is_none());
+        assert!(h.get("x_original_url").is_none() && h.get("x-real-ip").is_none());
+        assert!(h.get("forwarded").is_none() && h.get("x_forwarded_for").is_none());
         assert_eq!(h["x-forwarded-users"], "kept");
 
         h.insert("x_forwarded_user", HeaderValue::from_static("mallory"));

@@ -12,6 +12,9 @@
 //! - [`identity`]: the identity header and upstream-driven login/logout.
 //! - [`upstream`]: the pooled client, request rewriting, upgrade tunnels.
 //! - [`hop`]: hop-by-hop header rules (RFC 9110 §7.6.1).
+//! - [`target`]: ambiguous paths refused; every reading of the rest judged.
+//! - [`forwarded`]: [`forwarded::Peer`], the forwarding headers the proxy
+//!   sets and the client claims it strips.
 //! - [`body`]: the response body type and a wrapper that watches it finish.
 //! - [`cache`]: keeping responses that carry a session cookie out of shared caches.
 //! - [`access_log`]: the one log line per request.
@@ -53,6 +56,7 @@ pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod forwarded;
 pub mod hop;
 pub mod identity;
 pub mod login;
@@ -61,6 +65,7 @@ pub mod proxy;
 pub mod rewrite;
 pub mod server;
 pub mod session;
+pub mod target;
 pub mod upstream;
 
 use std::sync::Arc;

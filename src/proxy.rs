@@ -20,6 +20,7 @@ use crate::answer;
 use crate::body::{ProxyBody, Watched};
 use crate::cache;
 use crate::error::ProxyError;
+use crate::hop;
 use crate::identity::{self, UpstreamCommand};
 use crate::login;
 use crate::probe;
@@ -54,10 +55,13 @@ pub async fn handle(app: Arc<App>, peer: Peer, req: Request<Incoming>) -> Respon
 async fn pipeline(
     app: &App,
     peer: Peer,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<(Response<ProxyBody>, Option<Duration>), ProxyError> {
-    // 1. Reject what a reverse proxy must not forward.
+    // 1. Reject what a reverse proxy must not forward, and settle the path:
+    //    an ambiguous one is refused, and the canonical one is both what the
+    //    rules judge and what the upstream receives.
     check_forwardable(&req)?;
+    settle_path(&mut req)?;
 
     // 2. Find the session: a live ID this proxy signed, from the cookie or,
     //    for a client that refuses cookies, the URL; else a new one.
@@ -114,6 +118,10 @@ async fn respond(
     // 6. Forward: the session cookie, the URL ID and the probe marker are
     //    the proxy's alone, and so is the identity header; the rest of the
     //    request is rewritten for the upstream and bodies stream both ways.
+    // Hop-by-hop headers go first, so that none the proxy sets below can
+    // be nominated away by `Connection`.
+    let upgrade = hop::requested_upgrade(req.headers());
+    hop::strip(req.headers_mut());
     clean_target(&mut req, app.sessions.name())?;
     app.sessions.strip_cookie(req.headers_mut());
     app.identity.apply(req.headers_mut(), current.user());
@@ -124,7 +132,7 @@ async fn respond(
         send_kept_cookies(app, current, path, req.headers_mut());
     }
     let sent = Instant::now();
-    let mut resp = app.upstream.forward(req, peer).await?;
+    let mut resp = app.upstream.forward(req, peer, upgrade).await?;
     let upstream_time = sent.elapsed();
 
     // 7. In URL mode, the application's Set-Cookies go into the jar. The
@@ -301,6 +309,28 @@ async fn upstream_drives(
             Ok(SessionChange::LoggedOut)
         }
     }
+}
+
+/// Replaces the path by its canonical form, or refuses it (see [`crate::target`]).
+fn settle_path<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
+    let canonical = match crate::target::canonical(req.uri().path()) {
+        Ok(std::borrow::Cow::Borrowed(_)) => return Ok(()),
+        Ok(std::borrow::Cow::Owned(path)) => path,
+        Err(refused) => return Err(ProxyError::BadRequest(refused.message())),
+    };
+    let target = match req.uri().query() {
+        Some(query) => format!("{canonical}?{query}"),
+        None => canonical,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(
+        target
+            .parse()
+            .map_err(|_| ProxyError::BadRequest("bad request target\n"))?,
+    );
+    *req.uri_mut() =
+        Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("bad request target\n"))?;
+    Ok(())
 }
 
 /// A reverse proxy forwards requests for paths; it opens no tunnels.

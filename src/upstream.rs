@@ -2,10 +2,9 @@
 //! pooled keep-alive HTTP/1.1 client and relays the answer, tunnelling the
 //! bytes of a protocol upgrade (WebSocket) once both sides agreed to it.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -17,18 +16,7 @@ use crate::config::{ConfigError, UpstreamConfig};
 use crate::error::ProxyError;
 use crate::hop;
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// Who sent a request, as the connection (not the request) tells it.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer {
-    /// The client's address.
-    pub addr: SocketAddr,
-    /// Whether the client reached the proxy over TLS.
-    pub tls: bool,
-}
+pub use crate::forwarded::Peer;
 
 /// The application behind the proxy and a connection pool to it.
 pub struct Upstream {
@@ -77,12 +65,14 @@ impl Upstream {
     /// Errors: no connection → [`ProxyError::UpstreamConnect`]; no response
     /// head within `upstream.timeout` → [`ProxyError::UpstreamTimeout`];
     /// anything else on the way → [`ProxyError::UpstreamFailed`].
+    /// `upgrade` is the WebSocket upgrade the client asked for (read by
+    /// [`hop::requested_upgrade`] before its hop-by-hop headers were stripped).
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
         peer: Peer,
+        upgrade: Option<HeaderValue>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let upgrade = hop::requested_upgrade(req.headers());
         let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let outgoing = self.prepare(req, peer, upgrade)?;
 
@@ -132,13 +122,14 @@ impl Upstream {
         // The pool speaks HTTP/1.1 to the upstream whatever the client spoke.
         parts.version = Version::HTTP_11;
 
+        // Hop-by-hop headers were stripped by the caller, before the
+        // proxy's own were set (see `hop`).
         let headers = &mut parts.headers;
-        hop::strip(headers);
         // The proxy answers `Expect: 100-continue` itself (hyper sends the
         // 100 when the body is first read); the upstream sees a plain request.
         headers.remove(header::EXPECT);
         join_cookies(headers);
-        set_forwarded(headers, peer, client_host.as_ref());
+        crate::forwarded::set(headers, peer, client_host.as_ref());
         match (&client_host, self.preserve_host) {
             (Some(host), true) => headers.insert(header::HOST, host.clone()),
             _ => headers.insert(
@@ -200,27 +191,6 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// `X-Forwarded-For` gets the client's address appended to what earlier
-/// proxies wrote; `-Proto` and `-Host` describe this hop and are replaced.
-fn set_forwarded(headers: &mut HeaderMap, peer: Peer, host: Option<&HeaderValue>) {
-    let ip = peer.addr.ip().to_string();
-    let mut chain: Vec<u8> = Vec::new();
-    for earlier in headers.get_all(&X_FORWARDED_FOR) {
-        chain.extend_from_slice(earlier.as_bytes());
-        chain.extend_from_slice(b", ");
-    }
-    chain.extend_from_slice(ip.as_bytes());
-    if let Ok(value) = HeaderValue::from_bytes(&chain) {
-        headers.insert(&X_FORWARDED_FOR, value);
-    }
-    let proto = if peer.tls { "https" } else { "http" };
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    match host {
-        Some(host) => headers.insert(&X_FORWARDED_HOST, host.clone()),
-        None => headers.remove(&X_FORWARDED_HOST),
-    };
-}
-
 /// Copies bytes both ways between the client and the upstream after a 101.
 async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -241,22 +211,6 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn forwarded_for_appends_and_proto_host_replace() {
-        let mut h = HeaderMap::new();
-        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
-        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
-        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("gopher"));
-        let peer = Peer {
-            addr: "192.0.2.7:5000".parse().unwrap(),
-            tls: false,
-        };
-        set_forwarded(&mut h, peer, Some(&HeaderValue::from_static("app.example")));
-        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 192.0.2.7");
-        assert_eq!(h[&X_FORWARDED_PROTO], "http");
-        assert_eq!(h[&X_FORWARDED_HOST], "app.example");
-    }
 
     #[test]
     fn split_cookie_fields_are_joined() {

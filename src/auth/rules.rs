@@ -1,14 +1,19 @@
 //! Access rules: which paths need a login (`auth.protect`, `auth.public`).
 //!
-//! Rules are matched against the *normalized* path, so that spellings an
-//! upstream would read as the same path cannot slip past: percent-escapes
-//! are decoded, `\` counts as `/` (as on IIS), `;parameters` are cut from
-//! each segment (as Tomcat does, which turns `..;` into `..`), empty
-//! segments collapse and `.`/`..` are resolved (RFC 3986 §5.2.4).
+//! Rules judge a path that [`crate::target::canonical`] has already
+//! accepted (no dot segments, no hidden separators), and they judge every
+//! reading an upstream might give it ([`crate::target::readings`]): a
+//! `protect` rule matches when *any* reading of each segment equals the
+//! rule's, ignoring ASCII case (Express and IIS route `/ADMIN` to
+//! `/admin`); a `public` rule matches only when *every* reading equals it
+//! exactly. So ambiguity and case fall on the protected side.
 //!
 //! A rule is a path prefix matched segment by segment: `/admin` covers
 //! `/admin` and `/admin/users` but not `/administrator`; `/` covers
-//! everything; a trailing slash changes nothing (`/static/` = `/static`). The longest matching rule wins; on a tie, `protect` wins.
+//! everything; a trailing slash changes nothing (`/static/` = `/static`).
+//! The longest matching rule wins; on a tie, `protect` wins.
+
+use crate::target;
 
 /// Whether a path needs a login.
 #[derive(Debug, Clone, Default)]
@@ -23,7 +28,12 @@ impl Rules {
         let parse = |rules: &[String]| {
             rules
                 .iter()
-                .map(|r| segments(r.as_bytes()))
+                .map(|r| {
+                    r.split('/')
+                        .filter(|s| !s.is_empty())
+                        .map(|s| target::percent_decode(s.as_bytes()))
+                        .collect()
+                })
                 .collect::<Vec<_>>()
         };
         Rules {
@@ -37,78 +47,35 @@ impl Rules {
         self.protect.is_empty()
     }
 
-    /// Whether `raw_path` (as on the request line) needs a login.
-    pub fn requires_login(&self, raw_path: &str) -> bool {
+    /// Whether `path` (canonical, as the upstream receives it) needs a login.
+    pub fn requires_login(&self, path: &str) -> bool {
         if self.protect.is_empty() {
             return false;
         }
-        let path = segments(raw_path.as_bytes());
-        let best = |rules: &[Vec<Vec<u8>>]| {
+        let readings = target::readings(path);
+        let covers = |rule: &Vec<Vec<u8>>, protect: bool| {
+            rule.len() <= readings.len()
+                && rule.iter().zip(&readings).all(|(want, seen)| {
+                    if protect {
+                        seen.iter().any(|r| r.eq_ignore_ascii_case(want))
+                    } else {
+                        seen.iter().all(|r| r == want)
+                    }
+                })
+        };
+        let best = |rules: &[Vec<Vec<u8>>], protect: bool| {
             rules
                 .iter()
-                .filter(|rule| path.starts_with(rule))
+                .filter(|rule| covers(rule, protect))
                 .map(Vec::len)
                 .max()
         };
-        match (best(&self.protect), best(&self.public)) {
+        match (best(&self.protect, true), best(&self.public, false)) {
             (Some(p), Some(q)) => p >= q,
             (Some(_), None) => true,
             (None, _) => false,
         }
     }
-}
-
-/// The normalized segments of a path.
-pub fn segments(raw: &[u8]) -> Vec<Vec<u8>> {
-    let decoded = percent_decode(raw);
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    for segment in decoded.split(|b| *b == b'/' || *b == b'\\') {
-        let segment = match segment.iter().position(|b| *b == b';') {
-            Some(i) => &segment[..i],
-            None => segment,
-        };
-        match segment {
-            b"" | b"." => {}
-            b".." => {
-                out.pop();
-            }
-            s => out.push(s.to_vec()),
-        }
-    }
-    out
-}
-
-/// The normalized path as text (for logs and tests).
-pub fn normalize(raw: &str) -> String {
-    let segs = segments(raw.as_bytes());
-    let mut out = String::from("/");
-    out.push_str(
-        &segs
-            .iter()
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect::<Vec<_>>()
-            .join("/"),
-    );
-    out
-}
-
-/// Decodes `%XX` escapes; a malformed escape is kept as it is.
-pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%' && i + 2 < raw.len() {
-            if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(raw[i]);
-        i += 1;
-    }
-    out
 }
 
 #[cfg(test)]
@@ -123,26 +90,6 @@ mod tests {
     }
 
     #[test]
-    fn normalization() {
-        for (raw, want) in [
-            ("/", "/"),
-            ("//admin///x", "/admin/x"),
-            ("/public/../admin", "/admin"),
-            ("/%61dmin", "/admin"),
-            ("/public%2F..%2Fadmin", "/admin"),
-            ("/public/%2e%2e/admin", "/admin"),
-            ("/public\\..\\admin", "/admin"),
-            ("/public/..;/admin", "/admin"),
-            ("/admin;jsessionid=1/x", "/admin/x"),
-            ("/./a/./b/../c", "/a/c"),
-            ("/../../etc", "/etc"),
-            ("/bad%zzescape%", "/bad%zzescape%"),
-        ] {
-            assert_eq!(normalize(raw), want, "{raw}");
-        }
-    }
-
-    #[test]
     fn longest_rule_wins_and_bypasses_fail() {
         let r = rules();
         for (path, protected) in [
@@ -154,13 +101,14 @@ mod tests {
             ("/static/app.css", false),
             ("/static", false),
             ("/admin/help", false),
-            ("/admin/help/../users", true),
-            ("/public/../admin", true),
-            ("/public/%2e%2e/admin", true),
-            ("/public%2f..%2fadmin", true),
-            ("/public\\..\\admin", true),
-            ("/public/..;/admin", true),
             ("/%70ublic", false),
+            ("/public;x=1", true),
+            ("/PUBLIC", true),
+            ("/public./x", true),
+            ("/Admin/help", true),
+            ("/ADMIN", true),
+            ("/adm%69n", true),
+            ("/adm%2569n", true),
         ] {
             assert_eq!(r.requires_login(path), protected, "{path}");
         }
@@ -177,7 +125,10 @@ mod tests {
     fn narrow_protection() {
         let r = Rules::new(&["/account".into()], &[]);
         assert!(r.requires_login("/account"));
-        assert!(r.requires_login("/ACCOUNT/../account/x"));
+        assert!(r.requires_login("/ACCOUNT/x"));
+        assert!(r.requires_login("/account;jsessionid=1"));
+        assert!(r.requires_login("/account%20"));
+        assert!(r.requires_login("/%61ccount"));
         assert!(!r.requires_login("/accounts"));
         assert!(!r.requires_login("/"));
     }

@@ -37,9 +37,17 @@ const CSRF: &[u8] = b"csrf";
 /// Largest login form body accepted.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
-/// Whether `path` is one of the proxy's own.
+/// Whether `path` (canonical) is one of the proxy's own: its first segment
+/// reads as `.cloakroom` in any case or spelling (`/%2ecloakroom/`,
+/// `/.CLOAKROOM;x/`), so no spelling of a reserved path reaches the upstream.
 pub fn is_reserved(path: &str) -> bool {
-    path.starts_with(PREFIX) || path == "/.cloakroom"
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    if !first.starts_with(['.', '%']) {
+        return false;
+    }
+    crate::target::segment_readings(first.as_bytes())
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(b".cloakroom"))
 }
 
 /// Answers a request under `/.cloakroom/`.
@@ -381,10 +389,19 @@ pub fn safe_return_to(target: &str) -> String {
             || t.starts_with(b"/\\")
             || t.iter().any(|b| b.is_ascii_control() || *b == b'\\')
     };
+    // The path must also be canonical (no dot segments, no `//`), so what
+    // the browser requests next is exactly what was judged here.
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let canonical = matches!(
+        crate::target::canonical(path),
+        Ok(std::borrow::Cow::Borrowed(_))
+    );
     let ok = target.is_ascii()
         && !looks_remote(target.as_bytes())
         && !looks_remote(&decoded)
-        && !target.starts_with(PREFIX);
+        && canonical
+        && crate::answer::stays_on_site(target)
+        && !is_reserved(path);
     if ok {
         target.to_owned()
     } else {
@@ -397,7 +414,7 @@ pub fn safe_return_to(target: &str) -> String {
 fn percent_decode_all(bytes: &[u8]) -> Vec<u8> {
     let mut current = bytes.to_vec();
     for _ in 0..4 {
-        let next = crate::auth::rules::percent_decode(&current);
+        let next = crate::target::percent_decode(&current);
         if next == current {
             break;
         }
@@ -434,6 +451,12 @@ mod tests {
             "/\tevil",
             "/caf\u{e9}",
             "/.cloakroom/logout",
+            "/.CLOAKROOM/logout",
+            "/%2ecloakroom/logout",
+            "/.//evil.example/",
+            "/./evil",
+            "/a/../..//evil.example",
+            "/%2e%2e//evil.example",
         ] {
             assert_eq!(safe_return_to(bad), "/", "{bad:?} was accepted");
         }
