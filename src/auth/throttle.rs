@@ -5,14 +5,26 @@
 //! addresses; counting per IP stops one address from trying many accounts.
 //! The price, as everywhere, is that someone can lock a username out for a
 //! window by failing on purpose.
+//!
+//! **Counted before evaluated.** [`Throttle::attempt`] checks the limit and
+//! counts the attempt as a failure in one atomic step, *before* the
+//! password is checked; a success then takes its count back
+//! ([`Throttle::succeeded`]). So 40 concurrent guesses against a limit of 5
+//! get 5 evaluations, not 40: the password check's await cannot be raced.
+//!
+//! **Bounded.** Only names that could be a user (see
+//! [`super::password::valid_user_name`], at most 256 bytes) are counted per
+//! name, and at most [`MAX_TRACKED`] names and addresses each. Past that
+//! cap a new name or address is refused outright (fails closed) until the
+//! purge frees room: a flood of names cannot switch throttling off.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use dashmap::DashMap;
 
-/// Most usernames with failures tracked at once.
-const MAX_TRACKED_USERS: usize = 100_000;
+/// Most usernames (and, separately, addresses) with failures tracked at once.
+pub const MAX_TRACKED: usize = 100_000;
 
 /// Failure counters in fixed windows.
 pub struct Throttle {
@@ -41,46 +53,65 @@ impl Throttle {
         }
     }
 
-    /// `Some(wait)` when an attempt from `ip` for `user` must be refused now.
-    pub fn blocked(&self, ip: IpAddr, user: &str, now: u64) -> Option<Duration> {
-        let wait = |w: Option<Window>, max: u32| {
-            let w = w?;
-            let ends = w.started.saturating_add(self.window_ms);
-            (w.failures >= max && now < ends).then(|| Duration::from_millis(ends - now))
-        };
-        let by_ip = wait(self.per_ip.get(&ip).map(|w| *w), self.max_per_ip);
-        let by_user = wait(self.per_user.get(user).map(|w| *w), self.max_per_user);
-        by_ip.max(by_user)
+    /// Starts an attempt from `ip` for `user` at `now`: `Err(wait)` when it
+    /// must be refused, else it is counted as a failure until
+    /// [`Throttle::succeeded`] says otherwise.
+    pub fn attempt(&self, ip: IpAddr, user: &str, now: u64) -> Result<(), Duration> {
+        let by_ip = self.take(&self.per_ip, ip, self.max_per_ip, now);
+        if let Err(wait) = by_ip {
+            return Err(wait);
+        }
+        if !super::password::valid_user_name(user) {
+            return Ok(());
+        }
+        if let Err(wait) = self.take(&self.per_user, user.to_owned(), self.max_per_user, now) {
+            // Not evaluated, so not counted against the address either.
+            self.give_back(&self.per_ip, &ip);
+            return Err(wait);
+        }
+        Ok(())
     }
 
-    /// Records a failed attempt.
-    pub fn failed(&self, ip: IpAddr, user: &str, now: u64) {
-        let bump = |w: &mut Window| {
-            if now >= w.started.saturating_add(self.window_ms) {
-                *w = Window {
-                    started: now,
-                    failures: 0,
-                };
-            }
-            w.failures = w.failures.saturating_add(1);
-        };
-        let fresh = Window {
+    /// Checks and counts one attempt against one key, under its shard lock.
+    fn take<K: std::hash::Hash + Eq + Clone>(
+        &self,
+        map: &DashMap<K, Window>,
+        key: K,
+        max: u32,
+        now: u64,
+    ) -> Result<(), Duration> {
+        if !map.contains_key(&key) && map.len() >= MAX_TRACKED {
+            return Err(Duration::from_millis(self.window_ms.min(60_000)));
+        }
+        let mut w = map.entry(key).or_insert(Window {
             started: now,
             failures: 0,
-        };
-        bump(&mut self.per_ip.entry(ip).or_insert(fresh));
-        // Usernames are chosen by clients: past a cap, new names are not
-        // tracked (their addresses still are), so the map cannot be grown
-        // without bound within one window.
-        if let Some(mut w) = self.per_user.get_mut(user) {
-            bump(&mut w);
-        } else if self.per_user.len() < MAX_TRACKED_USERS {
-            bump(&mut self.per_user.entry(user.to_owned()).or_insert(fresh));
+        });
+        let ends = w.started.saturating_add(self.window_ms);
+        if now >= ends {
+            *w = Window {
+                started: now,
+                failures: 0,
+            };
+        }
+        if w.failures >= max {
+            let ends = w.started.saturating_add(self.window_ms);
+            return Err(Duration::from_millis(ends.saturating_sub(now).max(1)));
+        }
+        w.failures += 1;
+        Ok(())
+    }
+
+    fn give_back<K: std::hash::Hash + Eq>(&self, map: &DashMap<K, Window>, key: &K) {
+        if let Some(mut w) = map.get_mut(key) {
+            w.failures = w.failures.saturating_sub(1);
         }
     }
 
-    /// Records a success: the username's count starts over.
-    pub fn succeeded(&self, user: &str) {
+    /// The attempt succeeded: it is not a failure of the address, and the
+    /// username's count starts over.
+    pub fn succeeded(&self, ip: IpAddr, user: &str) {
+        self.give_back(&self.per_ip, &ip);
         self.per_user.remove(user);
     }
 
@@ -96,49 +127,79 @@ impl Throttle {
 mod tests {
     use super::*;
 
+    const IP: &str = "192.0.2.1";
+
     #[test]
     fn blocks_after_the_limit_until_the_window_ends() {
         let t = Throttle::new(10, 3, Duration::from_secs(60));
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let ip: IpAddr = IP.parse().unwrap();
         for i in 0..3 {
-            assert!(t.blocked(ip, "alice", i).is_none());
-            t.failed(ip, "alice", i);
+            assert!(t.attempt(ip, "alice", i).is_ok());
         }
         assert_eq!(
-            t.blocked(ip, "alice", 10),
-            Some(Duration::from_millis(59_990))
+            t.attempt(ip, "alice", 10),
+            Err(Duration::from_millis(59_990))
         );
         assert!(
-            t.blocked(ip, "bob", 10).is_none(),
+            t.attempt(ip, "bob", 10).is_ok(),
             "another user is not blocked"
         );
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         assert!(
-            t.blocked(other, "alice", 10).is_some(),
+            t.attempt(other, "alice", 10).is_err(),
             "the user is blocked from anywhere"
         );
-        assert!(t.blocked(ip, "alice", 60_000).is_none(), "the window ended");
-        t.purge(60_000);
+        assert!(t.attempt(ip, "alice", 60_000).is_ok(), "the window ended");
+        t.purge(120_000);
         assert!(t.per_user.is_empty() && t.per_ip.is_empty());
     }
 
     #[test]
     fn one_address_trying_many_users_is_blocked() {
         let t = Throttle::new(5, 3, Duration::from_secs(60));
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let ip: IpAddr = IP.parse().unwrap();
         for i in 0..5 {
-            t.failed(ip, &format!("user{i}"), 0);
+            assert!(t.attempt(ip, &format!("user{i}"), 0).is_ok());
         }
-        assert!(t.blocked(ip, "someone-new", 1).is_some());
+        assert!(t.attempt(ip, "someone-new", 1).is_err());
     }
 
     #[test]
-    fn success_resets_the_user() {
-        let t = Throttle::new(100, 2, Duration::from_secs(60));
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        t.failed(ip, "alice", 0);
-        t.succeeded("alice");
-        t.failed(ip, "alice", 1);
-        assert!(t.blocked(ip, "alice", 2).is_none());
+    fn success_takes_its_count_back() {
+        let t = Throttle::new(2, 2, Duration::from_secs(60));
+        let ip: IpAddr = IP.parse().unwrap();
+        t.attempt(ip, "alice", 0).unwrap();
+        t.succeeded(ip, "alice");
+        t.attempt(ip, "alice", 1).unwrap();
+        t.succeeded(ip, "alice");
+        t.attempt(ip, "alice", 2).unwrap();
+        assert!(t.attempt(ip, "alice", 3).is_ok(), "successes were counted");
+    }
+
+    #[test]
+    fn concurrent_attempts_are_counted_before_they_are_judged() {
+        let t = std::sync::Arc::new(Throttle::new(100, 5, Duration::from_secs(60)));
+        let admitted: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..40)
+                .map(|i| {
+                    let t = t.clone();
+                    scope.spawn(move || {
+                        let ip: IpAddr = format!("192.0.2.{}", i % 8 + 1).parse().unwrap();
+                        usize::from(t.attempt(ip, "alice", 0).is_ok())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(admitted, 5);
+    }
+
+    #[test]
+    fn names_that_cannot_be_users_are_not_stored() {
+        let t = Throttle::new(1000, 5, Duration::from_secs(60));
+        let ip: IpAddr = IP.parse().unwrap();
+        t.attempt(ip, &"x".repeat(100_000), 0).unwrap();
+        t.attempt(ip, "", 0).unwrap();
+        assert!(t.per_user.is_empty());
     }
 }

@@ -150,7 +150,8 @@ async fn login(
     let now = app.sessions.clock().now_ms();
     let throttle = &app.auth.throttle;
 
-    if let Some(wait) = throttle.blocked(peer.addr.ip(), username, now) {
+    // Counted before it is judged: concurrent guesses cannot race the limit.
+    if let Err(wait) = throttle.attempt(peer.addr.ip(), username, now) {
         let secs = wait.as_secs().max(1);
         tracing::warn!(user = username, ip = %peer.addr.ip(), "login throttled");
         let minutes = secs.div_ceil(60);
@@ -176,7 +177,6 @@ async fn login(
         && password.len() <= 1024
         && app.auth.check_password(username, password).await;
     if !valid {
-        throttle.failed(peer.addr.ip(), username, now);
         tracing::info!(user = username, ip = %peer.addr.ip(), "login failed");
         return Ok(login_form(
             app,
@@ -188,7 +188,7 @@ async fn login(
         ));
     }
 
-    throttle.succeeded(username);
+    throttle.succeeded(peer.addr.ip(), username);
     let logged_in = app.sessions.login(current, username, remember).await?;
     tracing::info!(user = username, ip = %peer.addr.ip(), remember, "login");
     // The cookie (and, in URL mode, the ID in the redirect) follow from the

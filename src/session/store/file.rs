@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use super::{lookup_of, tombstone, Lookup, SessionStore, StoreError};
@@ -159,18 +160,25 @@ impl SessionStore for FileStore {
     }
 
     async fn save(&self, id: &SessionId, session: &Session) -> Result<(), StoreError> {
-        self.shared.cache.insert(
-            *id.nonce(),
-            Cached {
-                session: session.clone(),
-                persisted_seen: session.last_seen,
-            },
-        );
+        let cached = Cached {
+            session: session.clone(),
+            persisted_seen: session.last_seen,
+        };
+        // Checked and written under the shard's lock: a tombstone wins.
+        match self.shared.cache.entry(*id.nonce()) {
+            Entry::Occupied(e) if e.get().session.revoked => return Ok(()),
+            Entry::Occupied(mut e) => {
+                e.insert(cached);
+            }
+            Entry::Vacant(e) => {
+                e.insert(cached);
+            }
+        }
         self.write(id).await
     }
 
-    async fn revoke(&self, id: &SessionId, _now: u64) -> Result<(), StoreError> {
-        let record = tombstone(id);
+    async fn revoke(&self, id: &SessionId, now: u64) -> Result<(), StoreError> {
+        let record = tombstone(id, now);
         let persisted_seen = record.last_seen;
         self.shared.cache.insert(
             *id.nonce(),

@@ -1,6 +1,7 @@
 //! `session.store = "memory"`: a sharded concurrent map in process memory.
 //! Fast and lost on restart: for tests, load tests and throwaway sidecars.
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use super::{lookup_of, tombstone, Lookup, SessionStore, StoreError};
@@ -37,12 +38,21 @@ impl SessionStore for MemoryStore {
     }
 
     async fn save(&self, id: &SessionId, session: &Session) -> Result<(), StoreError> {
-        self.sessions.insert(*id.nonce(), session.clone());
+        // Checked and written under the shard's lock: a tombstone wins.
+        match self.sessions.entry(*id.nonce()) {
+            Entry::Occupied(e) if e.get().revoked => {}
+            Entry::Occupied(mut e) => {
+                e.insert(session.clone());
+            }
+            Entry::Vacant(e) => {
+                e.insert(session.clone());
+            }
+        }
         Ok(())
     }
 
-    async fn revoke(&self, id: &SessionId, _now: u64) -> Result<(), StoreError> {
-        self.sessions.insert(*id.nonce(), tombstone(id));
+    async fn revoke(&self, id: &SessionId, now: u64) -> Result<(), StoreError> {
+        self.sessions.insert(*id.nonce(), tombstone(id, now));
         Ok(())
     }
 

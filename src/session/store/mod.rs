@@ -7,8 +7,12 @@
 //!   (last seen) without necessarily writing it through at once.
 //! - [`SessionStore::save`] replaces the whole session and is durable when
 //!   it returns (for backends that are durable at all).
-//! - [`SessionStore::revoke`] makes the ID [`Lookup::Gone`] until the
-//!   session's expiry, after which [`SessionStore::purge`] may forget it.
+//! - [`SessionStore::revoke`] makes the ID [`Lookup::Gone`] for at least one
+//!   idle period from the revocation, after which [`SessionStore::purge`]
+//!   may forget it.
+//! - **A tombstone wins.** [`SessionStore::save`] never replaces a revoked
+//!   record: a request that loaded the session before a logout and saves
+//!   it after (a URL-mode cookie jar, say) cannot bring it back to life.
 //! - Expired sessions answer [`Lookup::Gone`] until purged, then
 //!   [`Lookup::Unknown`]: neither ever yields its data again.
 
@@ -43,7 +47,8 @@ pub trait SessionStore {
         now: u64,
     ) -> impl std::future::Future<Output = Result<Lookup, StoreError>> + Send;
 
-    /// Stores `session` under `id`, replacing what was there.
+    /// Stores `session` under `id`, replacing what was there, unless what
+    /// is there is a revoked record (then nothing changes).
     fn save(
         &self,
         id: &SessionId,
@@ -112,11 +117,13 @@ impl SessionStore for Store {
     }
 }
 
-/// The record that marks a revoked ID: it lives exactly as long as the ID
-/// could otherwise pass as newly issued (see [`super::Sessions`]).
-pub(crate) fn tombstone(id: &SessionId) -> Session {
+/// The record that marks an ID revoked at `now`: it lives one idle period
+/// from then, which outlasts both the time the ID could pass as newly
+/// issued (see [`super::Sessions`]) and any request in flight at the
+/// revocation that might still try to save it.
+pub(crate) fn tombstone(id: &SessionId, now: u64) -> Session {
     let issued = id.issued().saturating_mul(1000);
-    let mut s = Session::new(issued);
+    let mut s = Session::new(issued.max(now));
     s.revoked = true;
     s
 }
@@ -168,6 +175,7 @@ pub(crate) mod conformance {
         idle_expiry_and_refresh(&make()).await;
         absolute_expiry(&make()).await;
         revoke(&make()).await;
+        no_resurrection(&make()).await;
         purge(&make()).await;
         concurrency(Arc::new(make())).await;
     }
@@ -250,6 +258,28 @@ pub(crate) mod conformance {
         let never = self::id();
         store.revoke(&never, T0).await.unwrap();
         assert_eq!(store.visit(&never, T0 + 1).await.unwrap(), Lookup::Gone);
+    }
+
+    async fn no_resurrection(store: &impl SessionStore) {
+        // A session issued long ago, loaded by a request, revoked by another,
+        // then saved by the first: it stays revoked.
+        let id = id();
+        let late = T0 + 50_000;
+        let mut s = session("alice");
+        s.last_seen = late;
+        store.save(&id, &s).await.unwrap();
+        let Lookup::Live(mut loaded) = store.visit(&id, late).await.unwrap() else {
+            panic!("saved session not live")
+        };
+        store.revoke(&id, late + 1).await.unwrap();
+        loaded.values.insert("jar".into(), "late write".into());
+        store.save(&id, &loaded).await.unwrap();
+        assert_eq!(store.visit(&id, late + 2).await.unwrap(), Lookup::Gone);
+        // ...and the tombstone outlives the ID's own first idle period.
+        assert_eq!(store.visit(&id, late + 59_000).await.unwrap(), Lookup::Gone);
+        store.purge(late + 30_000).await.unwrap();
+        store.save(&id, &loaded).await.unwrap();
+        assert_eq!(store.visit(&id, late + 30_001).await.unwrap(), Lookup::Gone);
     }
 
     async fn purge(store: &impl SessionStore) {
