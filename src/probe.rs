@@ -18,13 +18,12 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use dashmap::DashMap;
-use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use crate::answer;
 use crate::body::ProxyBody;
 use crate::rewrite::link::{self, Ticket};
-use crate::session::Current;
+use crate::session::{Client, Current, Sessions};
 
 /// The query parameter that marks a probe's return. It holds no ID.
 pub const MARKER: &str = "cloakroom-probe";
@@ -32,8 +31,12 @@ pub const MARKER: &str = "cloakroom-probe";
 pub const MAX_PROBES: u32 = 3;
 /// The window of the loop guard.
 pub const WINDOW_MS: u64 = 60_000;
-/// Most clients tracked; past it, new clients are not probed (served as is).
+/// Most clients tracked; past it, new clients are probed without being
+/// tracked: a flood of distinct clients cannot switch probing off for
+/// everyone (the guard fails closed, towards probing).
 const MAX_TRACKED: usize = 100_000;
+/// Purpose label of the probe marker's client token.
+const PROBE_TOKEN: &[u8] = b"probe";
 
 /// Recent probes per client, so that no client is probed in a loop.
 #[derive(Default)]
@@ -57,7 +60,7 @@ impl Probes {
             return count < MAX_PROBES;
         }
         if self.recent.len() >= MAX_TRACKED {
-            return false;
+            return true;
         }
         self.recent.insert(key, (now, 1));
         true
@@ -102,15 +105,22 @@ pub fn is_navigation<B>(req: &Request<B>) -> bool {
 /// The probe's answer to a navigation, if it needs one; `None` lets the
 /// request go on. `protected` paths are left to the login redirect, which
 /// carries the cookie too (one redirect, not two).
+///
+/// The marker's value is a token bound to the client that was probed
+/// ([`Sessions::client_token`]): a link that carries a marker made for
+/// someone else (to push a cookie-keeping visitor into URL mode) counts as
+/// no marker, and that visitor is simply probed.
 pub fn answer<B>(
     probes: &Probes,
+    sessions: &Sessions,
     req: &Request<B>,
     current: &Current,
-    name: &str,
     ip: IpAddr,
     now: u64,
     protected: bool,
 ) -> Option<Response<ProxyBody>> {
+    let name = sessions.name();
+    let client = Client::of(ip, req.headers());
     let url = UrlState::of(req.uri().query(), name);
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let clean = || link::strip_param(&link::strip_param(target, MARKER), name);
@@ -121,52 +131,39 @@ pub fn answer<B>(
             .dirty()
             .then(|| answer::redirect(StatusCode::FOUND, &clean()));
     }
+    let with_ticket = || {
+        let ticket = Ticket {
+            name: name.to_owned(),
+            id: sessions.ticket(&current.id, client),
+        };
+        link::with_ticket(&clean(), &ticket, false)
+    };
     if current.in_url {
-        return url.marker.then(|| {
-            answer::redirect(
-                StatusCode::FOUND,
-                &clean_with_ticket(&clean(), current, name),
-            )
-        });
+        return url
+            .marker
+            .then(|| answer::redirect(StatusCode::FOUND, &with_ticket()));
     }
     // A new ID: no usable cookie, no usable URL ID.
-    if url.marker {
+    let marker = link::param(req.uri().query().unwrap_or(""), MARKER);
+    if marker.is_some_and(|m| sessions.client_token_matches(PROBE_TOKEN, m, client)) {
         // The probe came back without the cookie: URL mode.
-        return Some(answer::redirect(
-            StatusCode::FOUND,
-            &clean_with_ticket(&clean(), current, name),
-        ));
+        return Some(answer::redirect(StatusCode::FOUND, &with_ticket()));
     }
     if protected {
         return None;
     }
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .map_or(&b""[..], HeaderValue::as_bytes);
-    if !probes.allow(ip, user_agent, now) {
+    if !probes.allow(ip, client.user_agent, now) {
         return None;
     }
     let probe = link::with_ticket(
         &clean(),
         &Ticket {
             name: MARKER.to_owned(),
-            id: "1".to_owned(),
+            id: sessions.client_token(PROBE_TOKEN, client),
         },
         false,
     );
     Some(answer::redirect(StatusCode::FOUND, &probe))
-}
-
-fn clean_with_ticket(clean: &str, current: &Current, name: &str) -> String {
-    link::with_ticket(
-        clean,
-        &Ticket {
-            name: name.to_owned(),
-            id: current.id.as_str().to_owned(),
-        },
-        false,
-    )
 }
 
 #[cfg(test)]

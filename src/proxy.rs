@@ -26,7 +26,7 @@ use crate::login;
 use crate::probe;
 use crate::rewrite::{self, link, link::Origin, link::Ticket};
 use crate::session::jar::Jar;
-use crate::session::{Current, SessionChange};
+use crate::session::{Client, Current, SessionChange};
 use crate::upstream::Peer;
 use crate::App;
 
@@ -65,11 +65,12 @@ async fn pipeline(
 
     // 2. Find the session: a live ID this proxy signed, from the cookie or,
     //    for a client that refuses cookies, the URL; else a new one.
+    let client = Client::of(peer.addr.ip(), req.headers());
     let current = app
         .sessions
-        .resolve(req.headers(), req.uri().query())
+        .resolve(req.headers(), req.uri().query(), client)
         .await?;
-    let page = Page::of(&req, peer);
+    let page = Page::of(&req, peer, app.config.session.secure);
 
     let (resp, upstream_time) = respond(app, peer, &current, req).await?;
     Ok((finish(app, &current, &page, resp), upstream_time))
@@ -91,12 +92,11 @@ async fn respond(
     //    or ends here.
     if app.sessions.cookieless() && !reserved && probe::is_navigation(&req) {
         let now = app.sessions.clock().now_ms();
-        let name = app.sessions.name();
         if let Some(resp) = probe::answer(
             &app.probes,
+            &app.sessions,
             &req,
             current,
-            name,
             peer.addr.ip(),
             now,
             protected,
@@ -124,6 +124,7 @@ async fn respond(
     hop::strip(req.headers_mut());
     clean_target(&mut req, app.sessions.name())?;
     app.sessions.strip_cookie(req.headers_mut());
+    scrub_id(req.headers_mut(), app.sessions.name(), current);
     app.identity.apply(req.headers_mut(), current.user());
     // In URL mode the client keeps no cookies: the application's own come
     // from the session's jar.
@@ -141,7 +142,7 @@ async fn respond(
     let kept;
     let current = match &url_mode_path {
         Some(path) if resp.headers().contains_key(header::SET_COOKIE) => {
-            kept = keep_upstream_cookies(app, current, path, resp.headers_mut()).await?;
+            kept = keep_upstream_cookies(app, peer, current, path, resp.headers_mut()).await?;
             &kept
         }
         _ => current,
@@ -183,9 +184,16 @@ fn finish(
         cache::keep_private(resp.headers_mut());
     }
     if after.in_url {
+        let client = Client {
+            ip: page.ip,
+            user_agent: page
+                .user_agent
+                .as_ref()
+                .map_or(&b""[..], HeaderValue::as_bytes),
+        };
         let ticket = Ticket {
             name: app.sessions.name().to_owned(),
-            id: after.id.as_str().to_owned(),
+            id: app.sessions.ticket(&after.id, client),
         };
         resp = rewrite::for_url_mode(resp, page.origin().as_ref(), &ticket, page.head);
     }
@@ -197,16 +205,23 @@ struct Page {
     /// The request target as sent (cheap to keep: its parts are shared bytes).
     uri: Uri,
     host: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    ip: std::net::IpAddr,
     tls: bool,
     head: bool,
 }
 
 impl Page {
-    fn of<B>(req: &Request<B>, peer: Peer) -> Page {
+    /// `secure`: the client is known to use https even if this hop is
+    /// plain (`session.secure`, behind a TLS-terminating balancer), so
+    /// absolute links written in URL mode must say https.
+    fn of<B>(req: &Request<B>, peer: Peer, secure: bool) -> Page {
         Page {
             uri: req.uri().clone(),
             host: req.headers().get(header::HOST).cloned(),
-            tls: peer.tls,
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            ip: peer.addr.ip(),
+            tls: peer.tls || secure,
             head: req.method() == Method::HEAD,
         }
     }
@@ -244,6 +259,41 @@ fn clean_target<B>(req: &mut Request<B>, name: &str) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// Keeps the session ID out of every header the upstream receives. A page
+/// seen in URL mode sends its address, ID and all, as `Referer`: the
+/// parameter is cut from it. In URL mode, any other header that still holds
+/// the ID (a client echoing its address elsewhere) is dropped.
+fn scrub_id(headers: &mut http::HeaderMap, name: &str, current: &Current) {
+    let id = current.id.as_str().as_bytes();
+    let holds =
+        |v: &HeaderValue, needle: &[u8]| v.as_bytes().windows(needle.len()).any(|w| w == needle);
+    if let Some(referer) = headers.get(header::REFERER) {
+        if holds(referer, name.as_bytes()) || holds(referer, id) {
+            // Browsers send no fragment in Referer; the query is cut as usual.
+            let cleaned = referer
+                .to_str()
+                .ok()
+                .map(|r| link::strip_param(r, name))
+                .and_then(|c| HeaderValue::from_str(&c).ok())
+                .filter(|c| !holds(c, name.as_bytes()) && !holds(c, id));
+            match cleaned {
+                Some(value) => headers.insert(header::REFERER, value),
+                None => headers.remove(header::REFERER),
+            };
+        }
+    }
+    if current.in_url && !current.fresh {
+        let doomed: Vec<header::HeaderName> = headers
+            .iter()
+            .filter(|(_, v)| holds(v, id))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in doomed {
+            headers.remove(&name);
+        }
+    }
+}
+
 /// Adds the cookies the application set earlier (kept in the jar) to a
 /// URL-mode request.
 fn send_kept_cookies(app: &App, current: &Current, path: &str, headers: &mut http::HeaderMap) {
@@ -267,11 +317,17 @@ fn send_kept_cookies(app: &App, current: &Current, path: &str, headers: &mut htt
 /// session's jar (the client would drop them) and saves the session.
 async fn keep_upstream_cookies(
     app: &App,
+    peer: Peer,
     current: &Current,
     path: &str,
     headers: &mut http::HeaderMap,
 ) -> Result<Current, ProxyError> {
     let now = app.sessions.clock().now_ms();
+    if current.session.is_none() && !app.sessions.may_create_anonymous(peer.addr.ip()) {
+        tracing::info!(ip = %peer.addr.ip(), "URL-mode cookies not kept: this address made too many new sessions");
+        headers.remove(header::SET_COOKIE);
+        return Ok(current.clone());
+    }
     let mut session = current
         .session
         .clone()

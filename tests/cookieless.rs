@@ -22,8 +22,18 @@ impl NoCookies {
         }
     }
 
+    /// `target` is a path on the proxy or an absolute URL (as rewritten
+    /// links are).
+    fn url(&self, target: &str) -> String {
+        if target.starts_with("http") {
+            target.to_owned()
+        } else {
+            format!("{}{target}", self.base)
+        }
+    }
+
     async fn get(&self, target: &str) -> Page {
-        let req = Request::get(format!("{}{target}", self.base))
+        let req = Request::get(self.url(target))
             .header("accept", "text/html")
             .body(empty())
             .unwrap();
@@ -34,7 +44,7 @@ impl NoCookies {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)
             .finish();
-        let req = Request::post(format!("{}{target}", self.base))
+        let req = Request::post(self.url(target))
             .header("accept", "text/html")
             .header("content-type", "application/x-www-form-urlencoded")
             .body(full(body))
@@ -117,7 +127,10 @@ async fn a_client_that_takes_cookies_never_sees_an_id_in_a_url() {
 
     let first = b.get("/html/page?a=1").await;
     assert_eq!(first.status, StatusCode::FOUND);
-    assert_eq!(first.location(), Some("/html/page?a=1&cloakroom-probe=1"));
+    assert!(first
+        .location()
+        .unwrap()
+        .starts_with("/html/page?a=1&cloakroom-probe=a"));
     assert!(b.session().is_some(), "the probe did not set the cookie");
     let second = b.get(first.location().unwrap()).await;
     assert_eq!(second.status, StatusCode::FOUND);
@@ -145,7 +158,10 @@ async fn a_client_that_refuses_cookies_is_served_in_url_mode() {
     let c = NoCookies::new(&proxy);
 
     let first = c.get("/html/page?a=1").await;
-    assert_eq!(first.location(), Some("/html/page?a=1&cloakroom-probe=1"));
+    assert!(first
+        .location()
+        .unwrap()
+        .starts_with("/html/page?a=1&cloakroom-probe=a"));
     let second = c.get(first.location().unwrap()).await;
     assert_eq!(second.status, StatusCode::FOUND);
     let location = second.location().unwrap().to_owned();
@@ -159,13 +175,14 @@ async fn a_client_that_refuses_cookies_is_served_in_url_mode() {
     assert_eq!(page.headers["cache-control"], "private, no-store");
     assert!(page.headers.get("content-length").is_none());
 
+    let here = &c.base;
     assert_eq!(
         attr_of(&page.body, "next", "href"),
-        format!("/html/next?x=1&y=2&{NAME}={id}")
+        format!("{here}/html/next?x=1&y=2&{NAME}={id}")
     );
     assert_eq!(
         attr_of(&page.body, "rel", "href"),
-        format!("rel?{NAME}={id}#frag")
+        format!("{here}/html/rel?{NAME}={id}#frag")
     );
     assert_eq!(
         attr_of(&page.body, "ext", "href"),
@@ -173,12 +190,13 @@ async fn a_client_that_refuses_cookies_is_served_in_url_mode() {
     );
     assert_eq!(attr_of(&page.body, "proto", "href"), "//evil.example/");
     assert_eq!(attr_of(&page.body, "mail", "href"), "mailto:a@b.example");
-    assert!(page.body.contains(&format!(
-        "<input type=\"hidden\" name=\"{NAME}\" value=\"{id}\">"
-    )));
+    assert!(
+        !page.body.contains("type=\"hidden\""),
+        "a form got a field with the ID"
+    );
     assert_eq!(
         attr_of(&page.body, "post", "action"),
-        format!("/html/post?{NAME}={id}")
+        format!("{here}/.cloakroom/f/{id}/html/post")
     );
     assert!(
         page.body.contains("'<a href=\"/html/in-script\">'"),
@@ -186,7 +204,7 @@ async fn a_client_that_refuses_cookies_is_served_in_url_mode() {
     );
     assert_eq!(
         page.body.matches(&id).count(),
-        5,
+        4,
         "the ID went somewhere unexpected"
     );
 
@@ -269,14 +287,13 @@ async fn a_cookieless_client_logs_in_follows_links_and_submits_forms() {
         StatusCode::OK,
         "the login page must never be probed"
     );
-    let pre_login = form.input(NAME).expect("no session in the form");
+    assert!(form.input(NAME).is_none(), "the page holds a session ID");
     let csrf = form.input("csrf").unwrap();
     let done = c
         .post_form(
             "/.cloakroom/login",
             &[
                 ("csrf", &csrf),
-                (NAME, &pre_login),
                 ("username", "alice"),
                 ("password", "wonderland"),
                 ("return_to", "/html/start"),
@@ -285,20 +302,32 @@ async fn a_cookieless_client_logs_in_follows_links_and_submits_forms() {
         .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER);
     let location = done.location().unwrap().to_owned();
-    let id = id_in(&location).expect("the redirect after login carries no ID");
-    assert_ne!(id, pre_login, "the ID did not change at login");
-    assert!(location.starts_with("/html/start?"));
+    id_in(&location).expect("the redirect after login carries no ID");
+    assert!(
+        location.starts_with(&format!("{}/html/start?", c.base)),
+        "{location}"
+    );
+    assert!(
+        done.headers.get("set-cookie").is_none(),
+        "a URL-mode session got a cookie"
+    );
 
     let start = c.get(&location).await;
     assert_eq!(start.status, StatusCode::OK);
     let next = c.get(&attr_of(&start.body, "next", "href")).await;
     assert_eq!(next.status, StatusCode::OK);
-    // A GET form: the browser replaces the action's query with the fields.
-    let search = c.get(&format!("/html/search?q=v&{NAME}={id}")).await;
+    // A GET form: the browser replaces the action's query with the fields;
+    // the ID rides in the action's path and comes back by a 307.
+    let action = attr_of(&start.body, "search", "action");
+    let via = c.get(&format!("{action}?q=v")).await;
+    assert_eq!(via.status, StatusCode::TEMPORARY_REDIRECT);
+    let search = c.get(via.location().unwrap()).await;
     assert_eq!(search.status, StatusCode::OK);
-    let post = c
+    let via = c
         .post_form(&attr_of(&start.body, "post", "action"), &[("m", "hi")])
         .await;
+    assert_eq!(via.status, StatusCode::TEMPORARY_REDIRECT);
+    let post = c.post_form(via.location().unwrap(), &[("m", "hi")]).await;
     assert_eq!(post.status, StatusCode::OK);
 
     let seen = upstream.seen();
@@ -323,10 +352,19 @@ async fn a_cookieless_client_logs_in_follows_links_and_submits_forms() {
     assert_eq!(seen[3].body, "m=hi");
     assert_upstream_never_saw_the_id(&upstream);
 
-    // The pre-login ID is worth nothing now.
-    let replay = c.get(&format!("/html/start?{NAME}={pre_login}")).await;
-    assert_eq!(replay.status, StatusCode::FOUND);
-    assert!(replay.location().unwrap().starts_with("/.cloakroom/login"));
+    // The ticket serves no other client: another User-Agent with the same
+    // link is sent to the login page.
+    let req = Request::get(c.url(&location))
+        .header("accept", "text/html")
+        .header("user-agent", "another browser")
+        .body(empty())
+        .unwrap();
+    let (status, headers, _) = send(&http1(), req).await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert!(headers["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/.cloakroom/login"));
 }
 
 #[tokio::test]
@@ -340,7 +378,7 @@ async fn a_gzipped_page_is_decoded_and_rewritten() {
     assert!(page.headers.get("content-encoding").is_none());
     assert_eq!(
         attr_of(&page.body, "next", "href"),
-        format!("/html/next?x=1&y=2&{NAME}={id}")
+        format!("{}/html/next?x=1&y=2&{NAME}={id}", c.base)
     );
 }
 
@@ -353,7 +391,7 @@ async fn redirects_carry_the_id_only_to_this_site() {
     let here = c.get(&format!("/html/redirect?{NAME}={id}")).await;
     assert_eq!(
         here.location(),
-        Some(format!("/html/landed?{NAME}={id}").as_str())
+        Some(format!("{}/html/landed?{NAME}={id}", c.base).as_str())
     );
     let away = c.get(&format!("/html/away?{NAME}={id}")).await;
     assert_eq!(away.location(), Some("http://evil.example/x"));
@@ -398,14 +436,19 @@ async fn the_upstreams_cookies_are_kept_for_a_client_in_url_mode() {
 }
 
 #[tokio::test]
-async fn returning_the_cookie_ends_url_mode() {
+async fn a_valid_cookie_wins_over_an_id_in_the_url() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start(&upstream, "", "").await;
     let c = NoCookies::new(&proxy);
     let id = c.enter_url_mode("/html/page").await;
 
+    // A client with a cookie session of its own follows a link that
+    // carries a URL-mode ticket (its own or not): the cookie wins, and the
+    // address is cleaned.
     let mut b = Browser::new(&proxy);
-    b.cookies.insert(NAME.into(), id.clone());
+    let probe = b.get("/html/page").await;
+    b.get(probe.location().unwrap()).await;
+    assert!(b.session().is_some());
     let page = b.get(&format!("/html/page?a=1&{NAME}={id}")).await;
     assert_eq!(page.status, StatusCode::FOUND);
     assert_eq!(page.location(), Some("/html/page?a=1"));
@@ -425,7 +468,10 @@ async fn forged_url_ids_count_as_none() {
     let forged = "A".repeat(54);
     let page = c.get(&format!("/html/page?{NAME}={forged}")).await;
     assert_eq!(page.status, StatusCode::FOUND);
-    assert_eq!(page.location(), Some("/html/page?cloakroom-probe=1"));
+    assert!(page
+        .location()
+        .unwrap()
+        .starts_with("/html/page?cloakroom-probe=a"));
     // Not a navigation: served with a fresh session, the forged ID stripped.
     let req = Request::get(proxy.url(&format!("/html/api?{NAME}={forged}")))
         .body(empty())
@@ -485,6 +531,9 @@ async fn a_large_page_is_rewritten_as_it_streams() {
     }
     let text = String::from_utf8(text).unwrap();
     let links = (BYTES as usize) / LINK.len();
-    let rewritten = format!("<p><a href=\"/next?{NAME}={id}\">link</a></p>\n");
+    let rewritten = format!(
+        "<p><a href=\"http://{}/next?{NAME}={id}\">link</a></p>\n",
+        proxy.addr
+    );
     assert_eq!(text.matches(&rewritten).count(), links);
 }

@@ -188,7 +188,10 @@ async fn login_and_logout_without_a_valid_csrf_token_are_forbidden() {
     let form = b.get("/.cloakroom/login").await;
     let token = form.input("csrf").unwrap();
 
+    // Tokens are bound to the session, or (before there is one) to the
+    // client: another browser's token is worth nothing here.
     let mut other = Browser::new(&s.proxy);
+    other.user_agent = Some("another browser".into());
     let other_token = other.get("/.cloakroom/login").await.input("csrf").unwrap();
     for csrf in [None, Some(""), Some("forged"), Some(other_token.as_str())] {
         let mut fields = vec![("username", "alice"), ("password", "wonderland")];
@@ -198,9 +201,30 @@ async fn login_and_logout_without_a_valid_csrf_token_are_forbidden() {
         let page = b.post_form("/.cloakroom/login", &fields).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "csrf {csrf:?}");
     }
-    // Right token, but no cookie: the token belongs to no session here.
+    // Right token, but no cookie came back: this client refuses cookies,
+    // so the login puts it in URL mode (ticket in the redirect, no cookie).
     let mut cookieless = Browser::new(&s.proxy);
     let page = cookieless
+        .post_form(
+            "/.cloakroom/login",
+            &[
+                ("csrf", &token),
+                ("username", "alice"),
+                ("password", "wonderland"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(page.headers.get("set-cookie").is_none());
+    assert!(
+        page.location().unwrap().contains("CLOAKROOMSID="),
+        "{:?}",
+        page.location()
+    );
+    // ...and from another client, the same form token is refused.
+    let mut elsewhere = Browser::new(&s.proxy);
+    elsewhere.user_agent = Some("another browser".into());
+    let page = elsewhere
         .post_form(
             "/.cloakroom/login",
             &[
@@ -334,27 +358,104 @@ async fn client_sent_identity_headers_never_reach_the_upstream() {
 #[tokio::test]
 async fn path_tricks_do_not_slip_past_the_rules() {
     let s = site("", "").await;
+    let ask = |path: &str| {
+        Request::get(format!("http://{}{path}", s.proxy.addr))
+            .header("accept", "application/json")
+            .body(empty())
+            .unwrap()
+    };
+    // Ambiguous: refused before any rule is judged.
     for path in [
         "/public/../admin",
         "/public/%2e%2e/admin",
         "/public/%2E%2E/admin",
         "/public%2f..%2fadmin",
         "/public/..;/admin",
+        "/public/..;jsessionid=x/admin",
         "/public\\..\\admin",
+        "/public/%5c..%5cadmin",
+        "/public/%252e%252e/admin",
+        "/public/./page",
+        "/public/..%20/admin",
+        "/public/...",
+    ] {
+        let (status, _, body) = send(&http1(), ask(path)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(String::from_utf8_lossy(&body).starts_with("400"), "{path}");
+    }
+    // Unambiguous, and protected however the upstream reads them.
+    for path in [
         "/publicity",
         "//admin",
+        "//public/../admin",
         "/%61dmin",
+        "/PUBLIC/page",
+        "/Public/page",
+        "/public;x=1/page",
+        "/public./page",
+        "/public%20/page",
     ] {
-        let req = Request::get(format!("http://{}{path}", s.proxy.addr))
-            .header("accept", "application/json")
-            .body(empty())
-            .unwrap();
-        let (status, _, _) = send(&http1(), req).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} slipped past");
+        let (status, _, _) = send(&http1(), ask(path)).await;
+        assert!(
+            status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST,
+            "{path} slipped past: {status}"
+        );
     }
-    assert!(s.upstream.seen().is_empty());
-    let (status, _, _) = get(&s.proxy.url("/public/./page")).await;
+    // The same over HTTP/2 and in absolute form.
+    let (status, _, _) = send(&http2(), ask("/public/%2e%2e/admin")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let raw_answer = raw(
+        s.proxy.addr,
+        b"GET http://app.example/public/../admin HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(raw_answer.starts_with("HTTP/1.1 400"), "{raw_answer}");
+    // Any spelling of the proxy's own prefix stays with the proxy.
+    for path in [
+        "/%2ecloakroom/login",
+        "/.CLOAKROOM/login",
+        "/.cloakroom;x/login",
+    ] {
+        let (status, _, _) = send(&http1(), ask(path)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    assert!(s.upstream.seen().is_empty(), "{:?}", s.upstream.seen());
+
+    // What is public is forwarded exactly as judged, `//` collapsed.
+    let (status, _, _) = get(&s.proxy.url("//public//page")).await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.upstream.only().target, "/public/page");
+}
+
+#[tokio::test]
+async fn rules_protect_case_insensitively_and_only_inside_the_upstream_prefix() {
+    let users = tempfile::tempdir().unwrap();
+    let file = users.path().join("users.toml");
+    std::fs::write(&file, users_toml()).unwrap();
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start_url(
+        &format!("http://{}/app/", upstream.addr),
+        "",
+        &format!(
+            "[auth]\nusers_file = {:?}\nprotect = [\"/admin\"]\n",
+            file.to_str().unwrap()
+        ),
+    )
+    .await;
+    for path in ["/admin", "/ADMIN/x", "/Admin;a=b", "/adm%49n/", "/admin."] {
+        let req = Request::get(proxy.url(path)).body(empty()).unwrap();
+        let (status, _, _) = send(&http1(), req).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    // Nothing climbs out of the upstream's prefix.
+    for path in ["/../secret", "/%2e%2e/secret", "/x/..%2f..%2fsecret"] {
+        let req = Request::get(proxy.url(path)).body(empty()).unwrap();
+        let (status, _, _) = send(&http1(), req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+    }
+    assert!(upstream.seen().is_empty());
+    get(&proxy.url("/open")).await;
+    assert_eq!(upstream.only().target, "/app/open");
 }
 
 #[tokio::test]

@@ -189,7 +189,10 @@ async fn an_expired_session_is_replaced_and_stays_dead() {
     // A stored session: idle limit.
     let (_, h, _) = get(&proxy.url("/")).await;
     let id = issued(&h).unwrap();
-    let current = sessions.resolve(&cookie_header(&id), None).await.unwrap();
+    let current = sessions
+        .resolve(&cookie_header(&id), None, local_client())
+        .await
+        .unwrap();
     let mut data = sessions.blank();
     data.user = Some("alice".into());
     sessions.save(&current.id, &data).await.unwrap();
@@ -204,7 +207,10 @@ async fn an_expired_session_is_replaced_and_stays_dead() {
     let replaced = issued(&h).expect("a session outlived its absolute limit");
     assert_ne!(replaced, id);
     // Replaying it later does not bring it (or its user) back.
-    let again = sessions.resolve(&cookie_header(&id), None).await.unwrap();
+    let again = sessions
+        .resolve(&cookie_header(&id), None, local_client())
+        .await
+        .unwrap();
     assert!(again.fresh && again.session.is_none());
 }
 
@@ -216,7 +222,10 @@ async fn a_destroyed_session_is_worth_nothing() {
 
     let (_, h, _) = get(&proxy.url("/")).await;
     let id = issued(&h).unwrap();
-    let current = sessions.resolve(&cookie_header(&id), None).await.unwrap();
+    let current = sessions
+        .resolve(&cookie_header(&id), None, local_client())
+        .await
+        .unwrap();
     sessions.destroy(&current.id).await.unwrap();
 
     let (_, h, _) = get_with_cookie(&proxy.url("/"), &format!("CLOAKROOMSID={id}")).await;
@@ -249,7 +258,10 @@ async fn a_file_store_session_survives_a_restart_and_a_corrupt_file_is_skipped()
     );
     let id = issued(&h).unwrap();
     let sessions = &first.app.sessions;
-    let current = sessions.resolve(&cookie_header(&id), None).await.unwrap();
+    let current = sessions
+        .resolve(&cookie_header(&id), None, local_client())
+        .await
+        .unwrap();
     let mut data = sessions.blank();
     data.user = Some("alice".into());
     data.values.insert("colour".into(), "teal".into());
@@ -262,7 +274,7 @@ async fn a_file_store_session_survives_a_restart_and_a_corrupt_file_is_skipped()
     let back = second
         .app
         .sessions
-        .resolve(&cookie_header(&id), None)
+        .resolve(&cookie_header(&id), None, local_client())
         .await
         .unwrap();
     let back = back.session.expect("stored data lost across the restart");
@@ -308,7 +320,10 @@ async fn many_concurrent_requests_share_one_session() {
     let (_, h, _) = get(&proxy.url("/")).await;
     let id = issued(&h).unwrap();
     let sessions = &proxy.app.sessions;
-    let current = sessions.resolve(&cookie_header(&id), None).await.unwrap();
+    let current = sessions
+        .resolve(&cookie_header(&id), None, local_client())
+        .await
+        .unwrap();
     sessions.save(&current.id, &sessions.blank()).await.unwrap();
 
     let mut tasks = Vec::new();
@@ -353,4 +368,11 @@ async fn a_response_carrying_a_new_session_is_kept_out_of_shared_caches() {
     let (_, headers, _) = get_with_cookie(&url, &format!("CLOAKROOMSID={id}")).await;
     assert_eq!(issued(&headers), None);
     assert_eq!(headers["cache-control"], "public, max-age=600");
+}
+
+fn local_client() -> cloakroom::session::Client<'static> {
+    cloakroom::session::Client {
+        ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        user_agent: b"",
+    }
 }

@@ -57,10 +57,7 @@ impl Throttle {
     /// must be refused, else it is counted as a failure until
     /// [`Throttle::succeeded`] says otherwise.
     pub fn attempt(&self, ip: IpAddr, user: &str, now: u64) -> Result<(), Duration> {
-        let by_ip = self.take(&self.per_ip, ip, self.max_per_ip, now);
-        if let Err(wait) = by_ip {
-            return Err(wait);
-        }
+        self.take(&self.per_ip, ip, self.max_per_ip, now)?;
         if !super::password::valid_user_name(user) {
             return Ok(());
         }

@@ -155,6 +155,9 @@ pub struct SessionConfig {
     pub purge_interval: Duration,
     /// Serve clients that refuse cookies (probe, URL mode, link rewriting).
     pub cookieless: bool,
+    /// Bind an ID carried in URLs to the client's address as well as its
+    /// User-Agent (a URL-mode session then ends when the address changes).
+    pub url_bind_address: bool,
 }
 
 /// `[auth]`: users, protected paths, login throttling.

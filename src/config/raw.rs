@@ -67,6 +67,7 @@ pub(super) struct RawSession {
     #[serde(default, with = "duration_text::option")]
     pub(super) purge_interval: Option<Duration>,
     pub(super) cookieless: Option<bool>,
+    pub(super) url_bind_address: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -207,6 +207,7 @@ fn session_config(raw: RawSession) -> Result<SessionConfig, ConfigError> {
             Duration::from_secs(60),
         )?,
         cookieless: raw.cookieless.unwrap_or(true),
+        url_bind_address: raw.url_bind_address.unwrap_or(true),
     })
 }
 

@@ -21,7 +21,7 @@ use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::probe;
 use crate::rewrite::link;
-use crate::session::{Current, SessionChange};
+use crate::session::{Client, Current, SessionChange};
 use crate::upstream::Peer;
 use crate::App;
 
@@ -31,9 +31,13 @@ pub const PREFIX: &str = "/.cloakroom/";
 pub const LOGIN_PATH: &str = "/.cloakroom/login";
 /// The logout endpoint.
 pub const LOGOUT_PATH: &str = "/.cloakroom/logout";
+/// Where URL mode sends form submissions: `/.cloakroom/f/TICKET/PATH`.
+pub const FORM_PREFIX: &str = "/.cloakroom/f/";
 
 /// Label under which CSRF tokens are derived from the session ID.
 const CSRF: &[u8] = b"csrf";
+/// Purpose of the login form token given to a visitor with no session.
+const ANONYMOUS_LOGIN: &[u8] = b"login";
 /// Largest login form body accepted.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
@@ -64,8 +68,10 @@ pub async fn answer(
             let return_to = query_param(req.uri().query(), "return_to")
                 .map(|r| safe_return_to(&r))
                 .unwrap_or_else(|| "/".to_owned());
+            let client = Client::of(peer.addr.ip(), req.headers());
             Ok(login_form(
                 app,
+                client,
                 current,
                 &return_to,
                 None,
@@ -76,13 +82,7 @@ pub async fn answer(
         (LOGIN_PATH, &Method::POST) => login(app, peer, current, req).await,
         (LOGOUT_PATH, &Method::GET | &Method::HEAD) => {
             let csrf = app.sessions.token(CSRF, &current.id);
-            let hidden = [(app.sessions.name(), current.id.as_str())];
-            let hidden: &[(&str, &str)] = if app.sessions.cookieless() {
-                &hidden
-            } else {
-                &[]
-            };
-            let html = page::logout(&csrf, current.user(), hidden);
+            let html = page::logout(&csrf, current.user(), &[]);
             Ok(answer::html(StatusCode::OK, html))
         }
         (LOGOUT_PATH, &Method::POST) => logout(app, current, req).await,
@@ -92,8 +92,33 @@ pub async fn answer(
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
             Ok(resp)
         }
+        (p, &Method::GET | &Method::HEAD | &Method::POST) if p.starts_with(FORM_PREFIX) => {
+            Ok(form_target(app, &req))
+        }
         _ => Ok(answer::text(StatusCode::NOT_FOUND, "404 Not Found\n")),
     }
+}
+
+/// `/.cloakroom/f/TICKET/PATH?QUERY`, where URL mode points forms (see
+/// [`crate::rewrite::html`]): a form carries the ID in its action's *path*,
+/// where neither the GET fields that replace the query nor a foreign
+/// submitter's `formaction` can carry it away. The answer is a 307 (method
+/// and body kept) to `/PATH?QUERY` with the ticket as usual.
+fn form_target<B>(app: &App, req: &Request<B>) -> Response<ProxyBody> {
+    let rest = &req.uri().path()[FORM_PREFIX.len()..];
+    let (ticket, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let target = match req.uri().query() {
+        Some(query) => format!("/{path}?{query}"),
+        None => format!("/{path}"),
+    };
+    let ticket = link::Ticket {
+        name: app.sessions.name().to_owned(),
+        id: ticket.to_owned(),
+    };
+    answer::redirect(
+        StatusCode::TEMPORARY_REDIRECT,
+        &link::with_ticket(&target, &ticket, false),
+    )
 }
 
 /// The answer to a request that needs a login and has none: a browser
@@ -138,7 +163,13 @@ async fn login(
     current: &Current,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let (form, current) = match posted_form(app, current, req).await? {
+    let client_ip = peer.addr.ip();
+    let user_agent = req.headers().get(header::USER_AGENT).cloned();
+    let client = Client {
+        ip: client_ip,
+        user_agent: user_agent.as_ref().map_or(&b""[..], HeaderValue::as_bytes),
+    };
+    let (form, current) = match posted_form(app, Some(client), current, req).await? {
         Posted::Form(form, current) => (form, current),
         Posted::Refused(resp) => return Ok(resp),
     };
@@ -161,6 +192,7 @@ async fn login(
         );
         let mut resp = login_form(
             app,
+            client,
             current,
             &return_to,
             Some(&message),
@@ -180,6 +212,7 @@ async fn login(
         tracing::info!(user = username, ip = %peer.addr.ip(), "login failed");
         return Ok(login_form(
             app,
+            client,
             current,
             &return_to,
             Some("Wrong username or password."),
@@ -204,11 +237,15 @@ async fn logout(
     current: &Current,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let current = match posted_form(app, current, req).await? {
+    let current = match posted_form(app, None, current, req).await? {
         Posted::Form(_, current) => current,
         Posted::Refused(resp) => return Ok(resp),
     };
-    app.sessions.destroy(&current.id).await?;
+    // A session that holds nothing has nothing to end, and writes nothing:
+    // an anonymous client cannot make the store write at will.
+    if current.session.is_some() {
+        app.sessions.destroy(&current.id).await?;
+    }
     if let Some(user) = current.user() {
         tracing::info!(user, "logout");
     }
@@ -226,42 +263,60 @@ enum Posted {
     Refused(Response<ProxyBody>),
 }
 
+/// Checks a form posted to the proxy: from this site, in time, with the
+/// session's CSRF token, or, for a form that accepts `anonymous` clients
+/// (login), with the client token the form was given to this client.
 async fn posted_form(
     app: &App,
+    anonymous: Option<Client<'_>>,
     current: &Current,
     req: Request<Incoming>,
 ) -> Result<Posted, ProxyError> {
     if !same_origin_post(&req) {
         return Ok(Posted::Refused(csrf_failed()));
     }
-    let form = match read_form(req).await {
-        Ok(form) => form,
-        Err(resp) => return Ok(Posted::Refused(resp)),
+    // A body that trickles in cannot hold a connection for ever.
+    let deadline = app.config.server.header_timeout;
+    let form = match tokio::time::timeout(deadline, read_form(req)).await {
+        Ok(Ok(form)) => form,
+        Ok(Err(resp)) => return Ok(Posted::Refused(resp)),
+        Err(_) => {
+            return Ok(Posted::Refused(answer::text(
+                StatusCode::REQUEST_TIMEOUT,
+                "408 Request Timeout: the form did not arrive in time\n",
+            )))
+        }
     };
-    let current = form_session(app, current, &form).await?;
-    // A fresh session cannot carry a valid token: the form was not ours,
-    // or neither cookie nor hidden field came back.
     let token = form.get("csrf").unwrap_or("");
-    if current.fresh || !app.sessions.token_matches(CSRF, &current.id, token) {
+    if !current.fresh && app.sessions.token_matches(CSRF, &current.id, token) {
+        return Ok(Posted::Form(form, current.clone()));
+    }
+    // The login page gives a visitor without a session a client token (it
+    // cannot know yet whether the cookie it sets will come back). Such a
+    // token vouches only for a session that holds nothing.
+    let client_token = anonymous.is_some_and(|client| {
+        current.session.is_none()
+            && app
+                .sessions
+                .client_token_matches(ANONYMOUS_LOGIN, token, client)
+    });
+    if !client_token {
         return Ok(Posted::Refused(csrf_failed()));
     }
-    Ok(Posted::Form(form, current))
-}
-
-/// The session a form was posted from: the cookie's or URL's if there was
-/// one, else the one in the form's hidden field (clients without cookies).
-async fn form_session(app: &App, current: &Current, form: &Form) -> Result<Current, ProxyError> {
     if !current.fresh {
-        return Ok(current.clone());
+        // The cookie came back: a cookie client.
+        return Ok(Posted::Form(form, current.clone()));
     }
-    let Some(presented) = form.get(app.sessions.name()) else {
-        return Ok(current.clone());
+    if !app.sessions.cookieless() {
+        return Ok(Posted::Refused(csrf_failed()));
+    }
+    // No cookie came back with the form: the client refuses cookies, and
+    // the session the login makes is in URL mode.
+    let current = Current {
+        in_url: true,
+        ..current.clone()
     };
-    Ok(app
-        .sessions
-        .resolve_presented(presented)
-        .await?
-        .unwrap_or_else(|| current.clone()))
+    Ok(Posted::Form(form, current))
 }
 
 /// A POST whose `Origin` (sent by every current browser) names another
@@ -296,18 +351,25 @@ fn same_origin_post(req: &Request<Incoming>) -> bool {
         .is_some_and(|(_, o_host)| o_host.eq_ignore_ascii_case(&host))
 }
 
+/// The login page. Its body never holds the session ID (a same-origin
+/// script could read it, which `HttpOnly` forbids): a session's form
+/// carries the session's CSRF token; a visitor without one gets a token
+/// bound to the client instead. In URL mode the form's action carries the
+/// ticket, like every form (see [`crate::rewrite`]).
 fn login_form(
     app: &App,
+    client: Client<'_>,
     current: &Current,
     return_to: &str,
     error: Option<&str>,
     username: &str,
     status: StatusCode,
 ) -> Response<ProxyBody> {
-    let csrf = app.sessions.token(CSRF, &current.id);
-    // The session rides in a hidden field too, so a client that refuses
-    // cookies can log in.
-    let hidden = [(app.sessions.name(), current.id.as_str())];
+    let csrf = if current.fresh {
+        app.sessions.client_token(ANONYMOUS_LOGIN, client)
+    } else {
+        app.sessions.token(CSRF, &current.id)
+    };
     let html = page::login(&page::LoginForm {
         app_name: &app.config.auth.app_name,
         return_to,
@@ -315,11 +377,7 @@ fn login_form(
         error,
         username,
         signed_in_as: current.user(),
-        hidden: if app.sessions.cookieless() {
-            &hidden
-        } else {
-            &[]
-        },
+        hidden: &[],
     });
     answer::html(status, html)
 }

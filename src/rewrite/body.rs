@@ -243,7 +243,7 @@ mod tests {
             let bytes = out.collect().await.unwrap().to_bytes();
             assert_eq!(
                 bytes,
-                "<a href=\"/x?SID=abc\">x</a>".repeat(1000),
+                "<a href=\"http://h:1/x?SID=abc\">x</a>".repeat(1000),
                 "{coding:?}"
             );
         }

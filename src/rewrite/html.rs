@@ -1,26 +1,60 @@
 //! Streaming HTML rewriting with lol_html: same-origin links and forms of a
 //! page get the session ticket, chunk by chunk, never holding the page.
 //!
-//! Rewritten: `a[href]`, `area[href]`, `form[action]` (plus, for GET forms,
-//! a hidden input carrying the ticket, since they replace the action's query),
-//! `iframe[src]`, `frame[src]` and `<meta http-equiv=refresh>`. A
-//! `<base href>` changes what relative links resolve to. Scripts, styles
-//! and comments are not HTML elements to lol_html, so links inside them are
-//! never touched.
+//! The rewriter decides per element, in a stream, but a browser decides
+//! per document; so every decision is made in a form no later part of the
+//! document can overturn, and where the rewriter cannot be sure, the
+//! element gets no ID (fails closed):
+//!
+//! - `a[href]`, `area[href]`, `iframe[src]`, `frame[src]` and `<meta
+//!   http-equiv=refresh>` that stay on this origin get an **absolute** URL
+//!   with the ticket in its query; a `<base href>` further down cannot
+//!   retarget it. A refresh is parsed as the HTML standard parses it and
+//!   rewritten to the canonical `N; url=ABSOLUTE` form.
+//! - Forms (`form[action]`, and `formaction` on any submitter) that stay on
+//!   this origin get an absolute action that carries the ticket in its
+//!   *path* (`/.cloakroom/f/TICKET/…`, see [`super::link::Carry`]); a form
+//!   without action gets one. No form ever gets a field with the ID, so a
+//!   foreign `formaction`, a nested or unclosed form, or an input's `form=`
+//!   attribute has nothing to carry away.
+//! - Relative URLs resolve against the first `<base href>` seen; when that
+//!   base cannot be read (an unknown character reference), relative URLs
+//!   after it get no ID.
+//! - What could send the page's address (and so the ID) elsewhere is
+//!   neutralised: `<meta name=referrer>` is removed, and `referrerpolicy`,
+//!   `ping` and `srcdoc` attributes are dropped (the response's own
+//!   `Referrer-Policy: same-origin` then governs every request).
+//!
+//! Scripts, styles and comments are not HTML elements to lol_html, so
+//! links inside them are never touched; what a page's own scripts do with
+//! `location` is beyond any rewriter (see README, "Security model").
 
-use lol_html::html_content::ContentType;
 use lol_html::send::{Element, HtmlRewriter, Settings};
 use lol_html::{AsciiCompatibleEncoding, MemorySettings};
 use url::Url;
 
-use super::link::{refresh_url_span, rewrite_link, Origin, Ticket};
+use super::link::{
+    attribute_text, attribute_url, refresh_parts, rewrite_url, Carry, Origin, Ticket,
+};
 
 /// Most memory lol_html may use for one page (it needs only what one tag
 /// holds; a page that needs more is passed on unrewritten from there).
 const MEMORY_LIMIT: usize = 4 * 1024 * 1024;
 
-const SELECTOR: &str =
-    "a[href], area[href], form, iframe[src], frame[src], meta[http-equiv], base[href]";
+const SELECTOR: &str = "a[href], area[href], form, [formaction], iframe, frame[src], \
+     meta, base[href], [ping], [referrerpolicy]";
+
+/// What relative URLs resolve against, as far as the page has told.
+enum Base {
+    /// The document's own URL (no `<base href>` yet).
+    Document,
+    /// The first `<base href>`.
+    Known(Url),
+    /// A `<base href>` that could not be read.
+    Unknown,
+}
+
+type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// A rewriter for one page, writing its output to `sink`.
 pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
@@ -30,87 +64,61 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
     sink: O,
 ) -> Option<HtmlRewriter<'h, O>> {
     let encoding = AsciiCompatibleEncoding::new(encoding)?;
-    let hidden = format!(
-        "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
-        ticket.name, ticket.id
-    );
-    let mut base: Option<Url> = None;
-    let handler =
-        move |el: &mut Element<'_, '_>| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            let document = &origin.document;
-            let tag = el.tag_name();
-            if tag == "base" {
-                // Only the first <base href> counts (HTML §4.2.3).
-                if base.is_none() {
-                    if let Some(href) = el.get_attribute("href") {
-                        base = super::link::decode_entities(&href)
-                            .and_then(|h| document.join(h.trim()).ok());
-                    }
-                }
-                return Ok(());
+    let mut base = Base::Document;
+    let handler = move |el: &mut Element<'_, '_>| -> HandlerResult {
+        // Anything that could send the page's address elsewhere goes first.
+        el.remove_attribute("ping");
+        el.remove_attribute("referrerpolicy");
+        let tag = el.tag_name();
+        if tag == "base" {
+            // Only the first <base href> counts (HTML §4.2.3).
+            if matches!(base, Base::Document) {
+                let href = el.get_attribute("href").unwrap_or_default();
+                base = match attribute_url(&href).and_then(|h| origin.document.join(h.trim()).ok())
+                {
+                    Some(url) => Base::Known(url),
+                    None => Base::Unknown,
+                };
             }
-            let resolve_against = base.as_ref().unwrap_or(document);
-            let attr = match tag.as_str() {
-                "a" | "area" => "href",
-                "iframe" | "frame" => "src",
-                "form" => "action",
-                "meta" => {
-                    let is_refresh = el
-                        .get_attribute("http-equiv")
-                        .is_some_and(|v| v.trim().eq_ignore_ascii_case("refresh"));
-                    if let (true, Some(content)) = (is_refresh, el.get_attribute("content")) {
-                        if let Some((start, end)) = refresh_url_span(&content) {
-                            if let Some(new) = rewrite_link(
-                                &content[start..end],
-                                resolve_against,
-                                &origin,
-                                &ticket,
-                            ) {
-                                let rewritten =
-                                    format!("{}{new}{}", &content[..start], &content[end..]);
-                                el.set_attribute("content", &rewritten)?;
-                            }
-                        }
-                    }
-                    return Ok(());
-                }
-                _ => return Ok(()),
-            };
-            if tag == "form" {
+            return Ok(());
+        }
+        let resolve_against = match &base {
+            Base::Document => Some(&origin.document),
+            Base::Known(url) => Some(url),
+            Base::Unknown => None,
+        };
+        // `text` is a URL as the browser reads it (references decoded).
+        let rewrite =
+            |text: &str, carry: Carry| rewrite_url(text, resolve_against, &origin, &ticket, carry);
+        match tag.as_str() {
+            "a" | "area" => set_url(el, "href", &rewrite, Carry::Query)?,
+            "frame" => set_url(el, "src", &rewrite, Carry::Query)?,
+            "iframe" => {
+                // A srcdoc document's links would send this page's address
+                // as their referrer; the frame falls back to `src`.
+                el.remove_attribute("srcdoc");
+                set_url(el, "src", &rewrite, Carry::Query)?;
+            }
+            "form" => {
                 // A form without action submits to the page itself.
                 let action = el.get_attribute("action").unwrap_or_default();
-                let target_ok = if action.trim().is_empty() {
-                    origin.same_origin(resolve_against)
+                let action = if action.trim().is_empty() {
+                    Some(origin.document.as_str().to_owned())
                 } else {
-                    rewrite_link(&action, resolve_against, &origin, &ticket).is_some()
+                    attribute_url(&action)
                 };
-                if target_ok {
-                    if !action.trim().is_empty() {
-                        if let Some(new) = rewrite_link(&action, resolve_against, &origin, &ticket)
-                        {
-                            el.set_attribute("action", &new)?;
-                        }
-                    }
-                    // A GET form replaces the action's query with its
-                    // fields, so the ticket must be a field. A POST form
-                    // keeps the action's query, and a field would put the
-                    // ID into the body the application reads.
-                    let post = el
-                        .get_attribute("method")
-                        .is_some_and(|m| m.trim().eq_ignore_ascii_case("post"));
-                    if !post {
-                        el.prepend(&hidden, ContentType::Html);
-                    }
-                }
-                return Ok(());
-            }
-            if let Some(value) = el.get_attribute(attr) {
-                if let Some(new) = rewrite_link(&value, resolve_against, &origin, &ticket) {
-                    el.set_attribute(attr, &new)?;
+                if let Some(new) = action.and_then(|a| rewrite(&a, Carry::FormPath)) {
+                    el.set_attribute("action", &attribute_text(&new))?;
                 }
             }
-            Ok(())
-        };
+            "meta" => meta(el, &rewrite)?,
+            _ => {}
+        }
+        if el.has_attribute("formaction") {
+            set_url(el, "formaction", &rewrite, Carry::FormPath)?;
+        }
+        Ok(())
+    };
     let settings = Settings::new_send()
         .append_element_content_handler(lol_html::element!(SELECTOR, handler))
         .with_encoding(encoding)
@@ -121,6 +129,54 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
                 .with_graceful_bail_out_on_memory_limit_exceeded(true),
         );
     Some(HtmlRewriter::new(settings, sink))
+}
+
+/// Replaces `attr` by its rewritten URL when it stays on this origin.
+fn set_url(
+    el: &mut Element<'_, '_>,
+    attr: &str,
+    rewrite: &dyn Fn(&str, Carry) -> Option<String>,
+    carry: Carry,
+) -> HandlerResult {
+    if let Some(value) = el.get_attribute(attr).and_then(|v| attribute_url(&v)) {
+        if let Some(new) = rewrite(&value, carry) {
+            el.set_attribute(attr, &attribute_text(&new))?;
+        }
+    }
+    Ok(())
+}
+
+/// `<meta http-equiv=refresh>` is rewritten like a link; `<meta
+/// name=referrer>` (which would override the response's policy) is removed,
+/// and so is a `name` the rewriter cannot read.
+fn meta(
+    el: &mut Element<'_, '_>,
+    rewrite: &dyn Fn(&str, Carry) -> Option<String>,
+) -> HandlerResult {
+    if let Some(name) = el.get_attribute("name") {
+        let referrer =
+            attribute_url(&name).is_none_or(|n| n.trim().eq_ignore_ascii_case("referrer"));
+        if referrer {
+            el.remove();
+            return Ok(());
+        }
+    }
+    let refresh = el
+        .get_attribute("http-equiv")
+        .and_then(|v| attribute_url(&v))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("refresh"));
+    let Some(content) = el.get_attribute("content").filter(|_| refresh) else {
+        return Ok(());
+    };
+    let Some(decoded) = attribute_url(&content) else {
+        return Ok(());
+    };
+    if let Some((time, Some(url))) = refresh_parts(&decoded) {
+        if let Some(new) = rewrite(url, Carry::Query) {
+            el.set_attribute("content", &attribute_text(&format!("{time}; url={new}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// Rewrites a whole page given as `chunks` (tests and benchmarks).
@@ -208,32 +264,51 @@ mod tests {
     #[test]
     fn a_table_of_tricky_documents() {
         let cases: &[(&str, &str)] = &[
-            ("<a href=\"/x\">x</a>", "<a href=\"/x?SID=abc\">x</a>"),
-            ("<A HREF=/x>x</A>", "<A HREF=\"/x?SID=abc\">x</A>"),
-            ("<a href='rel?a=1&amp;b=2#f'>", "<a href=\"rel?a=1&amp;b=2&amp;SID=abc#f\">"),
-            ("<area href=\"/map\">", "<area href=\"/map?SID=abc\">"),
-            ("<iframe src=\"/frame\"></iframe>", "<iframe src=\"/frame?SID=abc\"></iframe>"),
-            ("<frame src=\"/f\">", "<frame src=\"/f?SID=abc\">"),
+            ("<a href=\"/x\">x</a>", "<a href=\"O/x?SID=abc\">x</a>"),
+            ("<A HREF=/x>x</A>", "<A HREF=\"O/x?SID=abc\">x</A>"),
+            ("<a href='rel?a=1&amp;b=2#f'>", "<a href=\"O/dir/rel?a=1&amp;b=2&amp;SID=abc#f\">"),
+            ("<a href=\"/x&#35;frag\">", "<a href=\"O/x?SID=abc#frag\">"),
+            ("<area href=\"/map\">", "<area href=\"O/map?SID=abc\">"),
+            ("<iframe src=\"/frame\"></iframe>", "<iframe src=\"O/frame?SID=abc\"></iframe>"),
+            (
+                "<iframe srcdoc=\"<a href=//evil.example>x</a>\" src=\"/f\"></iframe>",
+                "<iframe src=\"O/f?SID=abc\"></iframe>",
+            ),
+            ("<frame src=\"/f\">", "<frame src=\"O/f?SID=abc\">"),
             (
                 "<meta http-equiv=\"Refresh\" content=\"5; url=/next\">",
-                "<meta http-equiv=\"Refresh\" content=\"5; url=/next?SID=abc\">",
+                "<meta http-equiv=\"Refresh\" content=\"5; url=O/next?SID=abc\">",
             ),
             (
                 "<meta http-equiv=refresh content=\"0;url=http://evil.example/\">",
                 "<meta http-equiv=refresh content=\"0;url=http://evil.example/\">",
             ),
+            (
+                "<meta http-equiv=refresh content=\"0; http://evil.example/x?url=/y\">",
+                "<meta http-equiv=refresh content=\"0; http://evil.example/x?url=/y\">",
+            ),
+            ("<meta name=referrer content=unsafe-url><p>", "<p>"),
+            ("<meta name=\"Referrer \" content=origin><p>", "<p>"),
+            ("<meta name=\"r&eacute;ferrer\" content=x><p>", "<p>"),
+            ("<meta name=viewport content=x>", "<meta name=viewport content=x>"),
+            (
+                "<a href=\"//evil.example/\" ping=\"//evil.example/p\" referrerpolicy=unsafe-url>",
+                "<a href=\"//evil.example/\">",
+            ),
+            ("<img src=\"//evil.example/i\" referrerpolicy=\"unsafe-url\">", "<img src=\"//evil.example/i\">"),
             ("<a href=\"mailto:x@y\">", "<a href=\"mailto:x@y\">"),
             ("<a href=\"javascript:void(0)\">", "<a href=\"javascript:void(0)\">"),
             ("<a href=\"data:text/html,x\">", "<a href=\"data:text/html,x\">"),
             ("<a href=\"#top\">", "<a href=\"#top\">"),
             ("<a href=\"//evil.example/\">", "<a href=\"//evil.example/\">"),
             ("<a href=\"/\\evil.example/\">", "<a href=\"/\\evil.example/\">"),
+            ("<a href=\"&#47;&#47evil.example/\">", "<a href=\"&#47;&#47evil.example/\">"),
             ("<a href=\"HTTP://EVIL.EXAMPLE/\">", "<a href=\"HTTP://EVIL.EXAMPLE/\">"),
             (
                 "<a href=\"http://127.0.0.1.evil.example:8000/\">",
                 "<a href=\"http://127.0.0.1.evil.example:8000/\">",
             ),
-            ("<a href=\"http://127.0.0.1:8000/abs\">", "<a href=\"http://127.0.0.1:8000/abs?SID=abc\">"),
+            ("<a href=\"http://127.0.0.1:8000/abs\">", "<a href=\"O/abs?SID=abc\">"),
             ("<a name=\"anchor\">", "<a name=\"anchor\">"),
             (
                 "<script>var u = '<a href=\"/in-script\">';</script>",
@@ -246,30 +321,47 @@ mod tests {
             ),
             (
                 "<form action=\"/post\" method=post><input name=a></form>",
-                "<form action=\"/post?SID=abc\" method=post><input name=a></form>",
+                "<form action=\"O/.cloakroom/f/abc/post\" method=post><input name=a></form>",
             ),
             (
                 "<form method=get><input name=q></form>",
-                "<form method=get><input type=\"hidden\" name=\"SID\" value=\"abc\"><input name=q></form>",
+                "<form method=get action=\"O/.cloakroom/f/abc/dir/page.html\"><input name=q></form>",
             ),
             (
-                "<form action=\"https://evil.example/steal\"><input name=q></form>",
-                "<form action=\"https://evil.example/steal\"><input name=q></form>",
+                "<form action=\"/s\"><button formaction=\"https://evil.example/\">go</button></form>",
+                "<form action=\"O/.cloakroom/f/abc/s\"><button formaction=\"https://evil.example/\">go</button></form>",
+            ),
+            (
+                "<form action=/s><input type=submit formaction=\"/t?x=1\"></form>",
+                "<form action=\"O/.cloakroom/f/abc/s\"><input type=submit formaction=\"O/.cloakroom/f/abc/t?x=1\"></form>",
+            ),
+            (
+                "<form action=\"https://evil.example/steal\"><form action=/own><input name=q></form>",
+                "<form action=\"https://evil.example/steal\"><form action=\"O/.cloakroom/f/abc/own\"><input name=q></form>",
             ),
             (
                 "<base href=\"http://cdn.example/\"><a href=\"rel\">r</a><a href=\"http://127.0.0.1:8000/own\">o</a>",
-                "<base href=\"http://cdn.example/\"><a href=\"rel\">r</a><a href=\"http://127.0.0.1:8000/own?SID=abc\">o</a>",
+                "<base href=\"http://cdn.example/\"><a href=\"rel\">r</a><a href=\"O/own?SID=abc\">o</a>",
             ),
             (
                 "<base href=\"/other/\"><a href=\"rel\">r</a>",
-                "<base href=\"/other/\"><a href=\"rel?SID=abc\">r</a>",
+                "<base href=\"/other/\"><a href=\"O/other/rel?SID=abc\">r</a>",
+            ),
+            (
+                "<a href=\"rel\">r</a><base href=\"http://evil.example/\">",
+                "<a href=\"O/dir/rel?SID=abc\">r</a><base href=\"http://evil.example/\">",
+            ),
+            (
+                "<base href=\"http://evil&unknown;.example/\"><a href=\"rel\">r</a><a href=\"/abs\">a</a>",
+                "<base href=\"http://evil&unknown;.example/\"><a href=\"rel\">r</a><a href=\"/abs\">a</a>",
             ),
             ("<a href=\"&#106;avascript:alert(1)\">", "<a href=\"&#106;avascript:alert(1)\">"),
-            ("<a href=\"/caf\u{e9}\">", "<a href=\"/caf\u{e9}?SID=abc\">"),
-            ("<a href=\"/p?SID=stolen\">", "<a href=\"/p?SID=abc\">"),
+            ("<a href=\"/caf\u{e9}\">", "<a href=\"O/caf%C3%A9?SID=abc\">"),
+            ("<a href=\"/p?SID=stolen\">", "<a href=\"O/p?SID=abc\">"),
         ];
         for (input, want) in cases {
-            assert_eq!(&all_ways(input), want, "input: {input}");
+            let want = want.replace("O/", "http://127.0.0.1:8000/");
+            assert_eq!(all_ways(input), want, "input: {input}");
         }
     }
 
@@ -280,14 +372,14 @@ mod tests {
         let out = rewrite_chunks(&[page], &origin(), &ticket(), encoding_rs::WINDOWS_1252);
         assert_eq!(
             out,
-            b"<p>caf\xe9</p><a href=\"/x?SID=abc\">\xe9</a>".to_vec()
+            b"<p>caf\xe9</p><a href=\"http://127.0.0.1:8000/x?SID=abc\">\xe9</a>".to_vec()
         );
         // A <meta charset> switches the decoder mid-stream.
         let page = b"<meta charset=\"windows-1252\"><a href=\"/\xe9\">x</a>";
         let out = rewrite_chunks(&[page], &origin(), &ticket(), encoding_rs::UTF_8);
         assert_eq!(
             out,
-            b"<meta charset=\"windows-1252\"><a href=\"/\xe9?SID=abc\">x</a>".to_vec()
+            b"<meta charset=\"windows-1252\"><a href=\"http://127.0.0.1:8000/%C3%A9?SID=abc\">x</a>".to_vec()
         );
     }
 

@@ -8,6 +8,12 @@
 //! `//evil.example`, `/\evil.example`, `HTTP://EVIL.EXAMPLE` and
 //! `http://127.0.0.1.evil.example` are all recognised as other hosts. Anything
 //! that cannot be classified with certainty is left alone.
+//!
+//! A rewritten link is written **absolute** (`http://host:port/path?…&ID`),
+//! as the serialization of the very URL that was judged: no `<base>` later
+//! in the page, no character reference, no `#` hidden in one can make the
+//! browser read it as anything else. Forms carry the ID in the action's
+//! *path* ([`Carry::FormPath`]), never in a field.
 
 use url::Url;
 
@@ -43,31 +49,32 @@ pub struct Ticket {
     pub id: String,
 }
 
-/// The raw attribute value with the ticket added, when `raw` is a link to
-/// `origin` (resolved against `base`); `None` when it must stay as it is.
-/// `raw` is the attribute's source text, entities and all.
-pub fn rewrite_link(raw: &str, base: &Url, origin: &Origin, ticket: &Ticket) -> Option<String> {
-    rewrite_url(raw, base, origin, ticket, true)
+/// Where a rewritten URL carries the ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carry {
+    /// In the query: `…?a=1&NAME=TICKET` (links, frames, refresh, redirects).
+    Query,
+    /// In the path: `/.cloakroom/f/TICKET/path?…` (form actions), where the
+    /// fields of a GET form, which replace the query, cannot remove it and a
+    /// foreign `formaction`, which replaces the whole action, cannot take it.
+    FormPath,
 }
 
-/// As [`rewrite_link`]; `in_html` says whether `raw` is attribute source
-/// text (entities decoded for the check, `&amp;` written) or a plain URL
-/// (a `Location` header).
+/// The absolute URL that `text` (a URL as the browser reads it: entities
+/// already decoded) leads to, with the ticket, when it stays on `origin`;
+/// `None` when it must stay as it is. `base` is what relative URLs resolve
+/// against; `None` when it is unknown (a `<base>` the rewriter could not
+/// read): then only absolute URLs are judged.
 pub fn rewrite_url(
-    raw: &str,
-    base: &Url,
+    text: &str,
+    base: Option<&Url>,
     origin: &Origin,
     ticket: &Ticket,
-    in_html: bool,
+    carry: Carry,
 ) -> Option<String> {
-    let decoded = if in_html {
-        decode_entities(raw)?
-    } else {
-        raw.to_owned()
-    };
     // Browsers strip leading/trailing C0 controls and spaces, and drop tabs
     // and newlines anywhere, before parsing (WHATWG URL §4.4).
-    let cleaned: String = decoded
+    let cleaned: String = text
         .trim_matches(|c: char| c <= ' ')
         .chars()
         .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
@@ -75,15 +82,51 @@ pub fn rewrite_url(
     if cleaned.is_empty() || cleaned.starts_with('#') {
         return None;
     }
-    let target = base.join(&cleaned).ok()?;
+    let mut target = match base {
+        Some(base) => base.join(&cleaned).ok()?,
+        None => Url::parse(&cleaned).ok()?,
+    };
     if !origin.same_origin(&target) {
         return None;
     }
-    Some(with_ticket(
-        raw.trim_matches(|c: char| c.is_ascii_whitespace()),
-        ticket,
-        true,
-    ))
+    let kept = target
+        .query()
+        .map(|q| without_param(q, &ticket.name))
+        .unwrap_or_default();
+    match carry {
+        Carry::Query => {
+            let pair = format!("{}={}", ticket.name, ticket.id);
+            let query = if kept.is_empty() {
+                pair
+            } else {
+                format!("{kept}&{pair}")
+            };
+            target.set_query(Some(&query));
+        }
+        Carry::FormPath => {
+            let path = format!(
+                "{}{}{}",
+                crate::login::FORM_PREFIX,
+                ticket.id,
+                target.path()
+            );
+            target.set_path(&path);
+            target.set_query((!kept.is_empty()).then_some(kept.as_str()));
+        }
+    }
+    Some(target.into())
+}
+
+/// A URL as attribute text: `&` written as `&amp;` (lol_html escapes `"`),
+/// so that no `&name` in a query can be read as a character reference.
+pub fn attribute_text(url: &str) -> String {
+    url.replace('&', "&amp;")
+}
+
+/// The URL an attribute's source text holds, as the browser reads it
+/// (character references decoded); `None` when that is uncertain.
+pub fn attribute_url(raw: &str) -> Option<String> {
+    decode_entities(raw)
 }
 
 /// Adds `name=id` to the query of `url_text`, before any fragment, removing
@@ -162,31 +205,54 @@ pub fn strip_param(path_and_query: &str, name: &str) -> String {
     }
 }
 
-/// The URL inside `<meta http-equiv=refresh content="5; url=...">`, as
-/// (start, end) byte offsets into `content`.
-pub fn refresh_url_span(content: &str) -> Option<(usize, usize)> {
-    let lower = content.to_ascii_lowercase();
-    let at = lower.find("url")?;
-    let rest = &content[at + 3..];
-    let eq = rest.find('=')?;
-    if !rest[..eq].trim().is_empty() {
+/// The parts of a `<meta http-equiv=refresh>` content (or a `Refresh`
+/// header) as the HTML standard parses them ("shared declarative refresh
+/// steps"): the time text, and the URL text if there is one. `None` when a
+/// browser would not refresh at all.
+pub fn refresh_parts(content: &str) -> Option<(&str, Option<&str>)> {
+    let is_space = |c: char| matches!(c, '\t' | '\n' | '\x0c' | '\r' | ' ');
+    let input = content.trim_start_matches(is_space);
+    let digits = input.len() - input.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    if digits == 0 && !input.starts_with('.') {
         return None;
     }
-    let mut start = at + 3 + eq + 1;
-    let bytes = content.as_bytes();
-    while start < content.len() && bytes[start].is_ascii_whitespace() {
-        start += 1;
+    let time = if digits == 0 { "0" } else { &input[..digits] };
+    let mut rest = input[digits..].trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+    if rest.is_empty() {
+        return Some((time, None));
     }
-    let mut end = content.len();
-    if start < content.len() && (bytes[start] == b'\'' || bytes[start] == b'"') {
-        let quote = bytes[start];
-        start += 1;
-        end = content[start..]
-            .find(quote as char)
-            .map_or(content.len(), |i| start + i);
+    if !rest.starts_with([';', ',']) && !rest.starts_with(is_space) {
+        return None;
     }
-    let end = content[..end].trim_end().len().max(start);
-    (start < end).then_some((start, end))
+    rest = rest.trim_start_matches(is_space);
+    if let Some(r) = rest.strip_prefix([';', ',']) {
+        rest = r;
+    }
+    rest = rest.trim_start_matches(is_space);
+    if rest.is_empty() {
+        return Some((time, None));
+    }
+    // `url=` is optional; "u", "ur" without the rest are part of the URL.
+    let whole = rest;
+    let mut url = rest;
+    let lower = rest.get(..3).map(str::to_ascii_lowercase);
+    if lower.as_deref() == Some("url") {
+        let after = rest[3..].trim_start_matches(is_space);
+        if let Some(after) = after.strip_prefix('=') {
+            url = after.trim_start_matches(is_space);
+        } else {
+            url = whole;
+        }
+    }
+    let (quoted, body) = match url.chars().next() {
+        Some(q @ ('\'' | '"')) => (Some(q), &url[1..]),
+        _ => (None, url),
+    };
+    let body = match quoted.and_then(|q| body.find(q)) {
+        Some(end) => &body[..end],
+        None => body,
+    };
+    Some((time, Some(body)))
 }
 
 /// Decodes the character references that can hide a scheme or a host in an
@@ -201,21 +267,48 @@ pub fn decode_entities(raw: &str) -> Option<String> {
     while let Some(i) = rest.find('&') {
         out.push_str(&rest[..i]);
         rest = &rest[i..];
+        if let Some(num) = rest[1..].strip_prefix('#') {
+            // A numeric reference takes only its digits, `;` or not
+            // (`&#47evil` is `/evil`), as the HTML tokenizer does.
+            let (hex, digits_from) = match num.strip_prefix(['x', 'X']) {
+                Some(h) => (true, h),
+                None => (false, num),
+            };
+            let len = digits_from
+                .find(|c: char| {
+                    if hex {
+                        !c.is_ascii_hexdigit()
+                    } else {
+                        !c.is_ascii_digit()
+                    }
+                })
+                .unwrap_or(digits_from.len());
+            if len == 0 {
+                // `&#` with no digits is just text.
+                out.push('&');
+                rest = &rest[1..];
+                continue;
+            }
+            let digits = &digits_from[..len];
+            let code = if hex {
+                u32::from_str_radix(digits, 16).ok()
+            } else {
+                digits.parse().ok()
+            };
+            out.push(code.and_then(char::from_u32).unwrap_or('\u{FFFD}'));
+            let used = 2 + usize::from(hex) + len;
+            rest = &rest[used..];
+            if let Some(r) = rest.strip_prefix(';') {
+                rest = r;
+            }
+            continue;
+        }
         let end = rest[1..]
-            .find(|c: char| !c.is_ascii_alphanumeric() && c != '#')
+            .find(|c: char| !c.is_ascii_alphanumeric())
             .map_or(rest.len(), |j| j + 1);
         let name = &rest[1..end];
         let has_semi = rest[end..].starts_with(';');
         let consumed = end + usize::from(has_semi);
-        if let Some(num) = name.strip_prefix('#') {
-            let code = match num.strip_prefix(['x', 'X']) {
-                Some(hex) => u32::from_str_radix(hex, 16).ok(),
-                None => num.parse().ok(),
-            };
-            out.push(code.and_then(char::from_u32).unwrap_or('\u{FFFD}'));
-            rest = &rest[consumed..];
-            continue;
-        }
         let ch = match name {
             "" => {
                 // A bare `&` (e.g. between query parameters).
@@ -271,27 +364,61 @@ mod tests {
 
     fn link(raw: &str) -> Option<String> {
         let o = origin();
-        rewrite_link(raw, &o.document.clone(), &o, &ticket())
+        let text = attribute_url(raw)?;
+        rewrite_url(
+            &text,
+            Some(&o.document.clone()),
+            &o,
+            &ticket(),
+            Carry::Query,
+        )
     }
 
     #[test]
-    fn same_origin_links_get_the_ticket() {
+    fn same_origin_links_become_absolute_with_the_ticket() {
         for (raw, want) in [
-            ("page", "page?SID=abc"),
-            ("/root", "/root?SID=abc"),
-            ("../up?a=1", "../up?a=1&amp;SID=abc"),
-            ("?q=2", "?q=2&amp;SID=abc"),
-            ("/p?a=1&amp;b=2#frag", "/p?a=1&amp;b=2&amp;SID=abc#frag"),
-            ("/p?a=1&b=2", "/p?a=1&amp;b=2&amp;SID=abc"),
-            ("/p?SID=old&a=1", "/p?a=1&amp;SID=abc"),
-            ("http://127.0.0.1:8000/x", "http://127.0.0.1:8000/x?SID=abc"),
-            ("HTTP://127.0.0.1:8000/x", "HTTP://127.0.0.1:8000/x?SID=abc"),
-            ("//127.0.0.1:8000/x", "//127.0.0.1:8000/x?SID=abc"),
-            ("  /spaced  ", "/spaced?SID=abc"),
-            ("/x#", "/x?SID=abc#"),
+            ("page", "http://127.0.0.1:8000/shop/page?SID=abc"),
+            ("/root", "http://127.0.0.1:8000/root?SID=abc"),
+            ("../up?a=1", "http://127.0.0.1:8000/up?a=1&SID=abc"),
+            ("?q=2", "http://127.0.0.1:8000/shop/cart?q=2&SID=abc"),
+            (
+                "/p?a=1&amp;b=2#frag",
+                "http://127.0.0.1:8000/p?a=1&b=2&SID=abc#frag",
+            ),
+            ("/p?SID=old&a=1", "http://127.0.0.1:8000/p?a=1&SID=abc"),
+            ("HTTP://127.0.0.1:8000/x", "http://127.0.0.1:8000/x?SID=abc"),
+            ("//127.0.0.1:8000/x", "http://127.0.0.1:8000/x?SID=abc"),
+            ("  /spaced  ", "http://127.0.0.1:8000/spaced?SID=abc"),
+            ("/x&#35;y", "http://127.0.0.1:8000/x?SID=abc#y"),
+            ("/x#", "http://127.0.0.1:8000/x?SID=abc#"),
         ] {
             assert_eq!(link(raw).as_deref(), Some(want), "{raw}");
         }
+    }
+
+    #[test]
+    fn forms_carry_the_ticket_in_the_path() {
+        let o = origin();
+        let got = rewrite_url(
+            "/post?a=1&SID=x",
+            Some(&o.document),
+            &o,
+            &ticket(),
+            Carry::FormPath,
+        );
+        assert_eq!(
+            got.as_deref(),
+            Some("http://127.0.0.1:8000/.cloakroom/f/abc/post?a=1")
+        );
+    }
+
+    #[test]
+    fn an_unknown_base_leaves_relative_links_alone() {
+        let o = origin();
+        assert_eq!(rewrite_url("page", None, &o, &ticket(), Carry::Query), None);
+        assert!(
+            rewrite_url("http://127.0.0.1:8000/p", None, &o, &ticket(), Carry::Query).is_some()
+        );
     }
 
     #[test]
@@ -320,6 +447,8 @@ mod tests {
             "/&bsol;evil.example",
             "ftp://127.0.0.1:8000/",
             "/x&unknown;y",
+            "&#47;&#47evil.example/",
+            "/&#x2F;evil.example",
         ] {
             assert_eq!(link(raw), None, "{raw:?} was rewritten");
         }
@@ -329,15 +458,25 @@ mod tests {
     fn a_foreign_base_makes_relative_links_foreign() {
         let o = origin();
         let base = Url::parse("http://cdn.example/").unwrap();
-        assert_eq!(rewrite_link("page", &base, &o, &ticket()), None);
         assert_eq!(
-            rewrite_link("http://127.0.0.1:8000/p", &base, &o, &ticket()).as_deref(),
+            rewrite_url("page", Some(&base), &o, &ticket(), Carry::Query),
+            None
+        );
+        assert_eq!(
+            rewrite_url(
+                "http://127.0.0.1:8000/p",
+                Some(&base),
+                &o,
+                &ticket(),
+                Carry::Query
+            )
+            .as_deref(),
             Some("http://127.0.0.1:8000/p?SID=abc")
         );
         let own = Url::parse("http://127.0.0.1:8000/deep/dir/").unwrap();
         assert_eq!(
-            rewrite_link("page", &own, &o, &ticket()).as_deref(),
-            Some("page?SID=abc")
+            rewrite_url("page", Some(&own), &o, &ticket(), Carry::Query).as_deref(),
+            Some("http://127.0.0.1:8000/deep/dir/page?SID=abc")
         );
     }
 
@@ -356,17 +495,28 @@ mod tests {
     }
 
     #[test]
-    fn refresh_urls_are_found() {
-        for (content, url) in [
-            ("5; url=/next", "/next"),
-            ("0;URL='/quoted?x=1'", "/quoted?x=1"),
-            ("3 ; Url = \"http://other/\" ", "http://other/"),
-            ("0; url=/a b ", "/a b"),
+    fn refresh_is_parsed_as_browsers_parse_it() {
+        for (content, want) in [
+            ("5", Some(("5", None))),
+            ("5; url=/next", Some(("5", Some("/next")))),
+            ("0;URL='/quoted?x=1'", Some(("0", Some("/quoted?x=1")))),
+            (
+                "3 ; Url = \"http://other/\" ",
+                Some(("3", Some("http://other/"))),
+            ),
+            (
+                "0; http://other/x?url=/y",
+                Some(("0", Some("http://other/x?url=/y"))),
+            ),
+            ("0, /plain", Some(("0", Some("/plain")))),
+            ("0;urlx=/a", Some(("0", Some("urlx=/a")))),
+            ("0; ur/x", Some(("0", Some("ur/x")))),
+            ("1.5;url=/a", Some(("1", Some("/a")))),
+            ("0x; url=/a", None),
+            ("soon; url=/a", None),
+            ("", None),
         ] {
-            let (s, e) = refresh_url_span(content).unwrap();
-            assert_eq!(&content[s..e], url, "{content}");
+            assert_eq!(refresh_parts(content), want, "{content:?}");
         }
-        assert_eq!(refresh_url_span("5"), None);
-        assert_eq!(refresh_url_span("5; urlx=/a"), None);
     }
 }

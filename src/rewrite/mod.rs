@@ -10,11 +10,11 @@ pub mod body;
 pub mod html;
 pub mod link;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
 use self::body::{charset, is_html, Coding};
-use self::link::{Origin, Ticket};
+use self::link::{Carry, Origin, Ticket};
 use crate::body::ProxyBody;
 
 /// Prepares a response for a client in URL mode: same-origin `Location`s
@@ -29,16 +29,10 @@ pub fn for_url_mode(
     head: bool,
 ) -> Response<ProxyBody> {
     let headers = resp.headers_mut();
-    if let (Some(origin), Some(location)) = (origin, headers.get(header::LOCATION)) {
-        let rewritten = location
-            .to_str()
-            .ok()
-            .and_then(|l| link::rewrite_url(l, &origin.document, origin, ticket, false))
-            .and_then(|l| HeaderValue::from_str(&l).ok());
-        if let Some(value) = rewritten {
-            headers.insert(header::LOCATION, value);
-        }
+    if let Some(origin) = origin {
+        rewrite_redirects(headers, origin, ticket);
     }
+    keep_address_from_reports(headers);
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),
@@ -66,4 +60,68 @@ pub fn for_url_mode(
     parts.headers.remove(header::ETAG);
     let body = self::body::rewrite(body, coding, encoding, origin.clone(), ticket.clone());
     Response::from_parts(parts, body)
+}
+
+/// Same-origin `Location` and `Refresh` headers carry the ticket (written
+/// absolute, like links); others are left as they are.
+fn rewrite_redirects(headers: &mut HeaderMap, origin: &Origin, ticket: &Ticket) {
+    let base = Some(&origin.document);
+    if let Some(location) = headers.get(header::LOCATION) {
+        let rewritten = location
+            .to_str()
+            .ok()
+            .and_then(|l| link::rewrite_url(l, base, origin, ticket, Carry::Query))
+            .and_then(|l| HeaderValue::from_str(&l).ok());
+        if let Some(value) = rewritten {
+            headers.insert(header::LOCATION, value);
+        }
+    }
+    if let Some(refresh) = headers.get(&REFRESH).and_then(|v| v.to_str().ok()) {
+        let rewritten = match link::refresh_parts(refresh) {
+            Some((time, Some(url))) => link::rewrite_url(url, base, origin, ticket, Carry::Query)
+                .map(|new| format!("{time}; url={new}")),
+            _ => None,
+        };
+        if let Some(value) = rewritten.and_then(|r| HeaderValue::from_str(&r).ok()) {
+            headers.insert(&REFRESH, value);
+        }
+    }
+}
+
+static REFRESH: HeaderName = HeaderName::from_static("refresh");
+
+/// Violation and network-error reports carry the page's address (and so,
+/// in URL mode, the ID) to wherever the application collects them, usually
+/// another origin: in URL mode, the reporting directives and headers go.
+fn keep_address_from_reports(headers: &mut HeaderMap) {
+    for name in ["report-to", "reporting-endpoints", "nel"] {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONTENT_SECURITY_POLICY,
+        header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
+    ] {
+        let policies: Vec<HeaderValue> = headers
+            .get_all(&name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|policy| {
+                policy
+                    .split(';')
+                    .filter(|d| {
+                        let directive =
+                            d.trim_start().split_ascii_whitespace().next().unwrap_or("");
+                        !directive.eq_ignore_ascii_case("report-uri")
+                            && !directive.eq_ignore_ascii_case("report-to")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(";")
+            })
+            .filter_map(|p| HeaderValue::from_str(&p).ok())
+            .collect();
+        headers.remove(&name);
+        for policy in policies {
+            headers.append(&name, policy);
+        }
+    }
 }

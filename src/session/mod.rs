@@ -6,6 +6,7 @@
 //! - [`data`]: what a session holds, its lifetimes, the clock.
 //! - [`store`]: the store contract and its memory and file backends.
 //! - [`jar`]: the upstream's cookies, kept for clients in URL mode.
+//! - [`budget`]: how many records anonymous clients may make the store write.
 //!
 //! **Strict mode.** Only IDs this proxy signed are considered, and of those
 //! only live ones are honoured: a malformed or forged ID (counted in
@@ -19,13 +20,24 @@
 //! cookieless requests costs a signature each, and no memory or disk. A
 //! revoked ID is kept as a small tombstone for exactly that period, so it
 //! cannot pass as fresh either.
+//!
+//! **An ID in a URL is bound to its client.** In URL mode the ID travels as
+//! a *ticket*, `ID.TAG`, where the tag is a keyed hash of the ID and the
+//! client that began the session (its User-Agent and, with
+//! `session.url_bind_address`, its address). A ticket presented by any
+//! other client is not honoured: a link that carries someone else's
+//! session (an attacker's logged-in one, or a victim's leaked one) puts
+//! nobody into it. An ID that arrived in a URL is never sent back as a
+//! cookie, so one link cannot plant a session in a cookie-keeping browser.
 
+pub mod budget;
 pub mod cookie;
 pub mod data;
 pub mod id;
 pub mod jar;
 pub mod store;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::cookie::SameSite;
@@ -41,6 +53,30 @@ use crate::config::{ConfigError, SameSiteKind, SessionConfig, StoreKind};
 
 /// Tolerance for IDs issued "in the future" (another instance's clock).
 const CLOCK_SKEW_MS: u64 = 60_000;
+/// Label of the tag that binds a URL ticket to its client.
+const URL_BINDING: &[u8] = b"url-binding";
+/// Label prefix of the tokens that name no session, only a client.
+const CLIENT_TOKEN: &[u8] = b"client-token:";
+
+/// The client a request came from, as far as URL tickets and anonymous
+/// form tokens are bound to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    /// The peer address.
+    pub ip: IpAddr,
+    /// The `User-Agent` header's bytes (empty when absent).
+    pub user_agent: &'a [u8],
+}
+
+impl<'a> Client<'a> {
+    /// The client of a request from `ip` with these headers.
+    pub fn of(ip: IpAddr, headers: &'a HeaderMap) -> Client<'a> {
+        let user_agent = headers
+            .get(http::header::USER_AGENT)
+            .map_or(&b""[..], HeaderValue::as_bytes);
+        Client { ip, user_agent }
+    }
+}
 
 /// The visitor's session for one request.
 #[derive(Debug, Clone)]
@@ -82,6 +118,12 @@ pub struct Sessions {
     forged: AtomicU64,
     /// Whether IDs are also read from URLs (`session.cookieless`).
     cookieless: bool,
+    /// Whether URL tickets are bound to the client's address too.
+    bind_address: bool,
+    /// URL tickets presented by a client they were not made for.
+    misbound: AtomicU64,
+    /// New records anonymous clients may still create.
+    budget: budget::Budget,
 }
 
 impl Sessions {
@@ -129,6 +171,7 @@ impl Sessions {
         let mut sessions = Sessions::new(keys, store, cookie, lifetimes);
         sessions.clock = clock;
         sessions.cookieless = cfg.cookieless;
+        sessions.bind_address = cfg.url_bind_address;
         Ok(sessions)
     }
 
@@ -142,16 +185,20 @@ impl Sessions {
             clock: Clock::new(),
             forged: AtomicU64::new(0),
             cookieless: true,
+            bind_address: true,
+            misbound: AtomicU64::new(0),
+            budget: budget::Budget::default(),
         }
     }
 
     /// Finds the session the request carries in its cookie or, for clients
-    /// that refuse cookies, in the URL parameter named like the cookie; a
-    /// valid cookie wins. Without either, issues a new ID.
+    /// that refuse cookies, in a URL ticket made for this `client`; a valid
+    /// cookie wins. Without either, issues a new ID.
     pub async fn resolve(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
+        client: Client<'_>,
     ) -> Result<Current, StoreError> {
         let now = self.clock.now_ms();
         for candidate in cookie::values(headers, &self.cookie.name) {
@@ -160,12 +207,96 @@ impl Sessions {
             }
         }
         if let Some(presented) = self.url_id(query) {
-            if let Some(mut current) = self.honour(presented.as_bytes(), now).await? {
-                current.in_url = true;
-                return Ok(current);
+            if let Some(id) = self.ticket_id(presented, client) {
+                if let Some(mut current) = self.honour(id.as_bytes(), now).await? {
+                    current.in_url = true;
+                    return Ok(current);
+                }
             }
         }
         Ok(self.issue(now))
+    }
+
+    /// The ID part of a URL ticket, when the ticket was made for `client`
+    /// (compared in constant time).
+    fn ticket_id<'t>(&self, ticket: &'t str, client: Client<'_>) -> Option<&'t str> {
+        use subtle::ConstantTimeEq;
+        let Some((id, tag)) = ticket.split_once('.') else {
+            self.forged.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let expected = self.binding_tag(id, client);
+        let bound =
+            expected.len() == tag.len() && bool::from(expected.as_bytes().ct_eq(tag.as_bytes()));
+        if !bound {
+            let total = self.misbound.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::debug!(
+                total,
+                "a URL ticket was presented by a client it was not made for"
+            );
+            return None;
+        }
+        Some(id)
+    }
+
+    fn binding_tag(&self, id: &str, client: Client<'_>) -> String {
+        use base64::Engine;
+        let ip = match (self.bind_address, client.ip) {
+            (false, _) => Vec::new(),
+            (true, IpAddr::V4(v4)) => v4.octets().to_vec(),
+            (true, IpAddr::V6(v6)) => v6.octets().to_vec(),
+        };
+        let tag = self
+            .keys
+            .derive(URL_BINDING, &[id.as_bytes(), &ip, client.user_agent]);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag[..12])
+    }
+
+    /// The text that carries `id` in the URLs of `client`: `ID.TAG`.
+    pub fn ticket(&self, id: &SessionId, client: Client<'_>) -> String {
+        format!("{}.{}", id.as_str(), self.binding_tag(id.as_str(), client))
+    }
+
+    /// A token for `purpose` that names no session, bound to `client` and
+    /// valid for one idle period: the login form's CSRF token for a visitor
+    /// without a session (so the page leaks none), the probe's marker.
+    pub fn client_token(&self, purpose: &[u8], client: Client<'_>) -> String {
+        let issued = self.clock.now_ms() / 1000;
+        format!("a{issued}.{}", self.client_tag(purpose, issued, client))
+    }
+
+    /// Whether `token` is a [`Sessions::client_token`] for `purpose` and
+    /// `client` that has not expired (compared in constant time).
+    pub fn client_token_matches(&self, purpose: &[u8], token: &str, client: Client<'_>) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some((issued, tag)) = token.strip_prefix('a').and_then(|t| t.split_once('.')) else {
+            return false;
+        };
+        let Ok(issued_secs) = issued.parse::<u64>() else {
+            return false;
+        };
+        let now = self.clock.now_ms();
+        let issued_ms = issued_secs.saturating_mul(1000);
+        let idle = u64::try_from(self.lifetimes.idle.as_millis()).unwrap_or(u64::MAX);
+        let live =
+            issued_ms <= now.saturating_add(CLOCK_SKEW_MS) && now < issued_ms.saturating_add(idle);
+        let expected = self.client_tag(purpose, issued_secs, client);
+        live && expected.len() == tag.len() && bool::from(expected.as_bytes().ct_eq(tag.as_bytes()))
+    }
+
+    fn client_tag(&self, purpose: &[u8], issued_secs: u64, client: Client<'_>) -> String {
+        use base64::Engine;
+        let ip = client.ip.to_string();
+        let tag = self.keys.derive(
+            &[CLIENT_TOKEN, purpose].concat(),
+            &[&issued_secs.to_be_bytes(), ip.as_bytes(), client.user_agent],
+        );
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag[..16])
+    }
+
+    /// How many URL tickets were presented by a client they were not made for.
+    pub fn misbound(&self) -> u64 {
+        self.misbound.load(Ordering::Relaxed)
     }
 
     /// The ID in a query string, when URL mode is enabled.
@@ -179,19 +310,6 @@ impl Sessions {
     /// Whether clients that refuse cookies are served (`session.cookieless`).
     pub fn cookieless(&self) -> bool {
         self.cookieless
-    }
-
-    /// The session for an ID presented outside cookie and URL (the login
-    /// form's hidden field), in URL mode; `None` if it is not honoured.
-    pub async fn resolve_presented(&self, presented: &str) -> Result<Option<Current>, StoreError> {
-        if !self.cookieless {
-            return Ok(None);
-        }
-        let now = self.clock.now_ms();
-        Ok(self.honour(presented.as_bytes(), now).await?.map(|mut c| {
-            c.in_url = true;
-            c
-        }))
     }
 
     /// The session for one presented ID, if it is to be honoured.
@@ -232,11 +350,11 @@ impl Sessions {
         }
     }
 
-    /// `Set-Cookie` for a session the client must be told about: a new ID,
-    /// or one in URL mode (should the client start taking cookies, URL mode
-    /// ends).
+    /// `Set-Cookie` for a session the client must be told about: a new ID
+    /// in cookie mode. A session in URL mode never gets a cookie: an ID
+    /// that arrived in a URL is never turned into a cookie.
     pub fn set_cookie(&self, current: &Current) -> Option<HeaderValue> {
-        if !current.fresh && !current.in_url {
+        if !current.fresh || current.in_url {
             return None;
         }
         let remember = current.session.as_ref().is_some_and(|s| s.remember);
@@ -338,9 +456,17 @@ impl Sessions {
         &self.cookie.name
     }
 
+    /// Whether a client at `ip` that is not logged in may have one more
+    /// record created for it now (see [`budget`]).
+    pub fn may_create_anonymous(&self, ip: IpAddr) -> bool {
+        self.budget.spend(ip, self.clock.now_ms())
+    }
+
     /// Forgets expired sessions; returns how many.
     pub async fn purge(&self) -> Result<usize, StoreError> {
-        self.store.purge(self.clock.now_ms()).await
+        let now = self.clock.now_ms();
+        self.budget.purge(now);
+        self.store.purge(now).await
     }
 }
 
@@ -373,6 +499,78 @@ mod tests {
         )
     }
 
+    fn client() -> Client<'static> {
+        Client {
+            ip: "192.0.2.1".parse().unwrap(),
+            user_agent: b"test agent",
+        }
+    }
+
+    #[tokio::test]
+    async fn a_url_ticket_serves_only_the_client_it_was_made_for() {
+        let s = sessions();
+        let first = s.resolve(&HeaderMap::new(), None, client()).await.unwrap();
+        let ticket = s.ticket(&first.id, client());
+        let query = format!("a=1&CLOAKROOMSID={ticket}");
+        let got = s
+            .resolve(&HeaderMap::new(), Some(&query), client())
+            .await
+            .unwrap();
+        assert_eq!(got.id, first.id);
+        assert!(got.in_url && !got.fresh);
+        assert!(s.set_cookie(&got).is_none(), "a URL ID became a cookie");
+
+        let other_ua = Client {
+            user_agent: b"another agent",
+            ..client()
+        };
+        let other_ip = Client {
+            ip: "192.0.2.2".parse().unwrap(),
+            ..client()
+        };
+        for other in [other_ua, other_ip] {
+            let got = s
+                .resolve(&HeaderMap::new(), Some(&query), other)
+                .await
+                .unwrap();
+            assert!(
+                got.fresh && !got.in_url,
+                "another client was put into the session"
+            );
+            assert_ne!(got.id, first.id);
+        }
+        let bare = format!("CLOAKROOMSID={}", first.id.as_str());
+        let got = s
+            .resolve(&HeaderMap::new(), Some(&bare), client())
+            .await
+            .unwrap();
+        assert!(got.fresh, "an unbound ID in a URL was honoured");
+        assert_eq!(s.misbound(), 2);
+    }
+
+    #[tokio::test]
+    async fn anonymous_form_tokens_are_bound_and_expire() {
+        let s = sessions();
+        let token = s.client_token(b"form", client());
+        assert!(s.client_token_matches(b"form", &token, client()));
+        assert!(
+            !s.client_token_matches(b"probe", &token, client()),
+            "purposes mixed"
+        );
+        let other = Client {
+            ip: "192.0.2.9".parse().unwrap(),
+            ..client()
+        };
+        assert!(!s.client_token_matches(b"form", &token, other));
+        assert!(!s.client_token_matches(b"form", "a1.x", client()));
+        assert!(!s.client_token_matches(b"form", "", client()));
+        s.clock().skip(LIFETIMES.idle);
+        assert!(
+            !s.client_token_matches(b"form", &token, client()),
+            "an old token was accepted"
+        );
+    }
+
     fn with_cookie(id: &SessionId) -> HeaderMap {
         let mut h = HeaderMap::new();
         let v = format!("CLOAKROOMSID={}", id.as_str());
@@ -383,7 +581,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stored_session_expires_when_idle() {
         let s = sessions();
-        let first = s.resolve(&HeaderMap::new(), None).await.unwrap();
+        let first = s.resolve(&HeaderMap::new(), None, client()).await.unwrap();
         assert!(first.fresh);
         let mut data = s.blank();
         data.user = Some("alice".into());
@@ -392,13 +590,19 @@ mod tests {
         // Requests every 20 minutes keep it alive for hours...
         for _ in 0..6 {
             tokio::time::advance(Duration::from_secs(20 * 60)).await;
-            let again = s.resolve(&with_cookie(&first.id), None).await.unwrap();
+            let again = s
+                .resolve(&with_cookie(&first.id), None, client())
+                .await
+                .unwrap();
             assert!(!again.fresh);
             assert_eq!(again.session.unwrap().user.as_deref(), Some("alice"));
         }
         // ...and 31 minutes of silence end it.
         tokio::time::advance(Duration::from_secs(31 * 60)).await;
-        let after = s.resolve(&with_cookie(&first.id), None).await.unwrap();
+        let after = s
+            .resolve(&with_cookie(&first.id), None, client())
+            .await
+            .unwrap();
         assert!(after.fresh);
         assert_ne!(after.id, first.id);
         assert!(after.session.is_none());
@@ -407,12 +611,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_busy_session_still_ends_at_its_absolute_limit() {
         let s = sessions();
-        let first = s.resolve(&HeaderMap::new(), None).await.unwrap();
+        let first = s.resolve(&HeaderMap::new(), None, client()).await.unwrap();
         s.save(&first.id, &s.blank()).await.unwrap();
         for _ in 0..(12 * 60 / 10 - 1) {
             tokio::time::advance(Duration::from_secs(10 * 60)).await;
             assert!(
-                !s.resolve(&with_cookie(&first.id), None)
+                !s.resolve(&with_cookie(&first.id), None, client())
                     .await
                     .unwrap()
                     .fresh
@@ -420,7 +624,7 @@ mod tests {
         }
         tokio::time::advance(Duration::from_secs(10 * 60)).await;
         assert!(
-            s.resolve(&with_cookie(&first.id), None)
+            s.resolve(&with_cookie(&first.id), None, client())
                 .await
                 .unwrap()
                 .fresh
@@ -430,14 +634,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_id_with_nothing_stored_lives_one_idle_period_from_issue() {
         let s = sessions();
-        let first = s.resolve(&HeaderMap::new(), None).await.unwrap();
+        let first = s.resolve(&HeaderMap::new(), None, client()).await.unwrap();
         tokio::time::advance(Duration::from_secs(29 * 60)).await;
-        let again = s.resolve(&with_cookie(&first.id), None).await.unwrap();
+        let again = s
+            .resolve(&with_cookie(&first.id), None, client())
+            .await
+            .unwrap();
         assert!(!again.fresh);
         assert_eq!(again.id, first.id);
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(
-            s.resolve(&with_cookie(&first.id), None)
+            s.resolve(&with_cookie(&first.id), None, client())
                 .await
                 .unwrap()
                 .fresh
@@ -453,13 +660,16 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("CLOAKROOMSID=attacker-chosen"),
         );
-        let got = s.resolve(&h, None).await.unwrap();
+        let got = s.resolve(&h, None, client()).await.unwrap();
         assert!(got.fresh);
         assert_eq!(s.forged(), 1);
 
-        let real = s.resolve(&HeaderMap::new(), None).await.unwrap();
+        let real = s.resolve(&HeaderMap::new(), None, client()).await.unwrap();
         s.destroy(&real.id).await.unwrap();
-        let replay = s.resolve(&with_cookie(&real.id), None).await.unwrap();
+        let replay = s
+            .resolve(&with_cookie(&real.id), None, client())
+            .await
+            .unwrap();
         assert!(replay.fresh, "a destroyed ID was honoured");
         assert_eq!(s.forged(), 1, "a destroyed ID is not a forgery");
     }
@@ -467,14 +677,14 @@ mod tests {
     #[tokio::test]
     async fn the_first_valid_cookie_wins() {
         let s = sessions();
-        let real = s.resolve(&HeaderMap::new(), None).await.unwrap();
+        let real = s.resolve(&HeaderMap::new(), None, client()).await.unwrap();
         let mut h = HeaderMap::new();
         let v = format!(
             "CLOAKROOMSID=junk; other=1; CLOAKROOMSID={}; CLOAKROOMSID=also-junk",
             real.id.as_str()
         );
         h.insert(header::COOKIE, HeaderValue::from_str(&v).unwrap());
-        let got = s.resolve(&h, None).await.unwrap();
+        let got = s.resolve(&h, None, client()).await.unwrap();
         assert_eq!(got.id, real.id);
         assert!(!got.fresh);
     }

@@ -605,6 +605,8 @@ pub struct Browser {
     client: Client<HttpConnector, TestBody>,
     pub cookies: std::collections::BTreeMap<String, String>,
     pub base: String,
+    /// Sent as `User-Agent` when set (URL tickets are bound to it).
+    pub user_agent: Option<String>,
 }
 
 /// A response as the browser saw it.
@@ -639,6 +641,7 @@ impl Browser {
             client: http1(),
             cookies: Default::default(),
             base: base.to_owned(),
+            user_agent: None,
         }
     }
 
@@ -679,6 +682,9 @@ impl Browser {
 
     fn request(&self, builder: http::request::Builder, body: TestBody) -> Request<TestBody> {
         let mut builder = builder.header("accept", "text/html,application/xhtml+xml");
+        if let Some(ua) = &self.user_agent {
+            builder = builder.header("user-agent", ua);
+        }
         if !self.cookies.is_empty() {
             let jar: Vec<String> = self
                 .cookies
