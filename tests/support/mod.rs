@@ -188,8 +188,11 @@ impl Upstream {
 }
 
 fn query_number(req: &Request<Incoming>, key: &str) -> u64 {
-    req.uri()
-        .query()
+    query_number_of(req.uri(), key)
+}
+
+fn query_number_of(uri: &http::Uri, key: &str) -> u64 {
+    uri.query()
         .unwrap_or("")
         .split('&')
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
@@ -217,7 +220,13 @@ async fn route(
             let (parts, _) = req.into_parts();
             state.record(Seen::of(&parts, Bytes::new()));
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            text(StatusCode::OK, "slow answer")
+            let mut resp = text(StatusCode::OK, "slow answer");
+            // `?cookie=1`: the answer sets an application cookie.
+            if query_number_of(&parts.uri, "cookie") == 1 {
+                resp.headers_mut()
+                    .append("set-cookie", "late=1; Path=/".parse().unwrap());
+            }
+            resp
         }
         "/hop" => {
             let mut resp = text(StatusCode::OK, "hop");
@@ -607,6 +616,8 @@ pub struct Browser {
     pub base: String,
     /// Sent as `User-Agent` when set (URL tickets are bound to it).
     pub user_agent: Option<String>,
+    /// Drops every `Set-Cookie`, as a browser that blocks cookies does.
+    pub refuse_cookies: bool,
 }
 
 /// A response as the browser saw it.
@@ -642,6 +653,7 @@ impl Browser {
             cookies: Default::default(),
             base: base.to_owned(),
             user_agent: None,
+            refuse_cookies: false,
         }
     }
 
@@ -649,8 +661,17 @@ impl Browser {
         self.cookies.get("CLOAKROOMSID").map(String::as_str)
     }
 
+    /// `path` on this site, or an absolute URL (as rewritten links are).
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+
     pub async fn get(&mut self, path: &str) -> Page {
-        let req = self.request(Request::get(format!("{}{path}", self.base)), empty());
+        let req = self.request(Request::get(self.url(path)), empty());
         self.send(req).await
     }
 
@@ -674,7 +695,7 @@ impl Browser {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)
             .finish();
-        let builder = Request::post(format!("{}{path}", self.base))
+        let builder = Request::post(self.url(path))
             .header("content-type", "application/x-www-form-urlencoded");
         let req = self.request(builder, full(body));
         self.send(req).await
@@ -698,7 +719,11 @@ impl Browser {
 
     async fn send(&mut self, req: Request<TestBody>) -> Page {
         let (status, headers, body) = send(&self.client, req).await;
-        for set in headers.get_all("set-cookie") {
+        for set in headers
+            .get_all("set-cookie")
+            .iter()
+            .filter(|_| !self.refuse_cookies)
+        {
             let set = set.to_str().unwrap();
             let pair = set.split(';').next().unwrap();
             let (name, value) = pair.split_once('=').unwrap();
