@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod chromium;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,370 @@
+//! The browser is the oracle: a corpus of tricky documents is served
+//! through the proxy to a real Chromium with cookies blocked (URL mode),
+//! every link, submit button, form, refresh and subresource in them is
+//! actually followed, and a foreign-origin server records everything that
+//! reaches it. The session ID must never be among it.
+//!
+//! `bash tests/run.sh` installs Chromium; without it this test fails.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use support::chromium::Chromium;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// One document of the corpus: its HTML (`FOREIGN` stands for the foreign
+/// origin), extra response headers, and what to do once it is shown: each
+/// action runs on a fresh load of the page.
+struct Doc {
+    name: &'static str,
+    html: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    actions: &'static [&'static str],
+}
+
+const AUTO: &str = "void 0";
+
+const CORPUS: &[Doc] = &[
+    Doc {
+        name: "late-base",
+        html: "<a id=a href=\"rel\">rel</a><a id=b href=\"/abs\">abs</a><base href=\"FOREIGN/\">",
+        headers: &[],
+        actions: &["document.getElementById('a').click()", "document.getElementById('b').click()"],
+    },
+    Doc {
+        name: "encoded-base",
+        html: "<base href=\"&#x2F;&#x2F;FOREIGN_HOST&#47\"><a id=a href=\"rel\">rel</a>",
+        headers: &[],
+        actions: &["document.getElementById('a').click()"],
+    },
+    Doc {
+        name: "template-base",
+        html: "<template><base href=\"FOREIGN/\"></template><svg><base href=\"FOREIGN/\"></base></svg>\
+               <a id=a href=\"rel\">rel</a>",
+        headers: &[],
+        actions: &["document.getElementById('a').click()"],
+    },
+    Doc {
+        name: "foreign-formaction",
+        html: "<form action=\"/search\"><input name=q value=tea>\
+               <button id=go formaction=\"FOREIGN/steal-get\">go</button>\
+               <button id=own>own</button></form>",
+        headers: &[],
+        actions: &["document.getElementById('go').click()", "document.getElementById('own').click()"],
+    },
+    Doc {
+        name: "post-formaction-get",
+        html: "<form method=post action=\"/post\"><input name=m value=hi>\
+               <button id=go formmethod=get formaction=\"FOREIGN/steal-post\">go</button></form>",
+        headers: &[],
+        actions: &["document.getElementById('go').click()"],
+    },
+    Doc {
+        name: "nested-forms",
+        html: "<form action=\"FOREIGN/steal-nested\"><form action=\"/own\"><input name=q value=1>\
+               <input id=go type=submit></form></form>",
+        headers: &[],
+        actions: &["document.getElementById('go').click()"],
+    },
+    Doc {
+        name: "form-attribute",
+        html: "<form id=mine action=\"/own\"><input name=q value=1></form>\
+               <form action=\"FOREIGN/steal-owner\"><button id=go form=mine formaction=\"FOREIGN/steal-form-attr\">go</button></form>\
+               <input form=mine type=submit id=own>",
+        headers: &[],
+        actions: &["document.getElementById('go').click()", "document.getElementById('own').click()"],
+    },
+    Doc {
+        name: "refresh-misparse",
+        html: "<meta http-equiv=refresh content=\"0; FOREIGN/refresh?url=/x\">",
+        headers: &[],
+        actions: &[AUTO],
+    },
+    Doc {
+        name: "refresh-header",
+        html: "<p>moving on</p>",
+        headers: &[("refresh", "0; url=FOREIGN/refresh-header")],
+        actions: &[AUTO],
+    },
+    Doc {
+        name: "page-referrer-policy",
+        html: "<meta name=referrer content=unsafe-url><a id=a href=\"FOREIGN/referer\">x</a>\
+               <img src=\"FOREIGN/img-referer.png\">",
+        headers: &[("referrer-policy", "unsafe-url")],
+        actions: &["document.getElementById('a').click()"],
+    },
+    Doc {
+        name: "element-referrer-policy",
+        html: "<a id=a referrerpolicy=unsafe-url href=\"FOREIGN/rp-link\">x</a>\
+               <img referrerpolicy=unsafe-url src=\"FOREIGN/rp-img.png\">\
+               <iframe referrerpolicy=unsafe-url src=\"FOREIGN/rp-frame\"></iframe>",
+        headers: &[],
+        actions: &["document.getElementById('a').click()"],
+    },
+    Doc {
+        name: "ping",
+        html: "<a id=a href=\"/own\" ping=\"FOREIGN/ping\">x</a><a id=b href=\"FOREIGN/ping-away\" ping=\"FOREIGN/ping2\">y</a>",
+        headers: &[],
+        actions: &["document.getElementById('a').click()", "document.getElementById('b').click()"],
+    },
+    Doc {
+        name: "srcdoc",
+        html: "<iframe srcdoc=\"<meta name=referrer content=unsafe-url><img src='FOREIGN/srcdoc-img.png'>\
+               <a id=x target=_top href='FOREIGN/srcdoc-link'>x</a>\"></iframe>",
+        headers: &[],
+        actions: &[AUTO],
+    },
+    Doc {
+        name: "character-references",
+        html: "<a id=a href=\"&#47;&#47;FOREIGN_HOST/cr\">a</a><a id=b href=\"/x&#35;&#47;&#47;FOREIGN_HOST\">b</a>\
+               <a id=c href=\"&#47&#47FOREIGN_HOST/cr2\">c</a><a id=d href=\"/ok&amp;x=&#x2F;\">d</a>",
+        headers: &[],
+        actions: &[
+            "document.getElementById('a').click()",
+            "document.getElementById('b').click()",
+            "document.getElementById('c').click()",
+            "document.getElementById('d').click()",
+        ],
+    },
+    Doc {
+        name: "redirect-away",
+        html: "<a id=a href=\"/go-away\">away</a><a id=b href=\"/go-home\">home</a>",
+        headers: &[],
+        actions: &["document.getElementById('a').click()", "document.getElementById('b').click()"],
+    },
+    Doc {
+        name: "csp-report",
+        html: "<img src=\"/blocked.png\"><p>report me</p>",
+        headers: &[(
+            "content-security-policy",
+            "img-src 'none'; report-uri FOREIGN/csp-report",
+        )],
+        actions: &[AUTO],
+    },
+    Doc {
+        name: "lookalike-hosts",
+        html: "<a id=a href=\"http://localhost:PROXY_PORT/x\">a</a><a id=b href=\"/\\FOREIGN_HOST/y\">b</a>\
+               <a id=c href=\"HTTP://FOREIGN_HOST/z\">c</a>",
+        headers: &[],
+        actions: &[
+            "document.getElementById('a').click()",
+            "document.getElementById('b').click()",
+            "document.getElementById('c').click()",
+        ],
+    },
+];
+
+/// Everything the foreign server received: request heads and bodies.
+#[derive(Default, Clone)]
+struct Foreign {
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Foreign {
+    async fn start() -> (Foreign, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let foreign = Foreign::default();
+        let seen = foreign.seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    continue;
+                };
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // Read for a moment: the head and whatever body follows.
+                    while let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_millis(150), conn.read(&mut chunk))
+                            .await
+                    {
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    if !buf.is_empty() {
+                        seen.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&buf).into_owned());
+                    }
+                    let _ = conn
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 15\r\n\
+                              Connection: close\r\n\r\n<p>foreign</p>\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        (foreign, addr)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// The application: the corpus under `/doc/NAME`, a redirect away and one
+/// home, and a plain page for anything else.
+async fn corpus_app(foreign: SocketAddr, proxy_port: Arc<Mutex<u16>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let proxy_port = proxy_port.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let port = *proxy_port.lock().unwrap();
+                    async move { Ok::<_, Infallible>(corpus_page(&req, foreign, port)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn fill(text: &str, foreign: SocketAddr, proxy_port: u16) -> String {
+    text.replace("FOREIGN_HOST", &foreign.to_string())
+        .replace("FOREIGN", &format!("http://{foreign}"))
+        .replace("PROXY_PORT", &proxy_port.to_string())
+}
+
+fn corpus_page(
+    req: &Request<Incoming>,
+    foreign: SocketAddr,
+    proxy_port: u16,
+) -> Response<TestBody> {
+    let path = req.uri().path();
+    let mut resp = Response::new(empty());
+    let doc = path
+        .strip_prefix("/doc/")
+        .and_then(|n| CORPUS.iter().find(|d| d.name == n));
+    match (path, doc) {
+        (_, Some(doc)) => {
+            let html = format!(
+                "<!doctype html><title>{}</title>{}",
+                doc.name,
+                fill(doc.html, foreign, proxy_port)
+            );
+            resp = Response::new(full(html));
+            for (name, value) in doc.headers {
+                resp.headers_mut()
+                    .insert(*name, fill(value, foreign, proxy_port).parse().unwrap());
+            }
+        }
+        ("/go-away", _) => {
+            *resp.status_mut() = StatusCode::FOUND;
+            resp.headers_mut().insert(
+                "location",
+                format!("http://{foreign}/redirected").parse().unwrap(),
+            );
+        }
+        ("/go-home", _) => {
+            *resp.status_mut() = StatusCode::FOUND;
+            resp.headers_mut()
+                .insert("location", "/home".parse().unwrap());
+        }
+        _ => resp = Response::new(full("<!doctype html><p>landed</p>")),
+    }
+    resp.headers_mut()
+        .insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+    resp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_in_url_mode_never_sends_the_id_to_another_origin() {
+    let (foreign, foreign_addr) = Foreign::start().await;
+    let proxy_port = Arc::new(Mutex::new(0));
+    let app = corpus_app(foreign_addr, proxy_port.clone()).await;
+    let proxy = Proxy::start_url(&format!("http://{app}"), "", "").await;
+    *proxy_port.lock().unwrap() = proxy.addr.port();
+    let mut chrome = Chromium::start(true).await;
+
+    // Into URL mode the way a cookie-refusing browser gets there: the probe.
+    chrome.navigate(&proxy.url("/doc/late-base")).await;
+    let address = chrome.wait_for("/doc/late-base").await;
+    let ticket = address
+        .split("CLOAKROOMSID=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("not in URL mode: {address}"))
+        .split(['&', '#'])
+        .next()
+        .unwrap()
+        .to_owned();
+    let id = ticket.split('.').next().unwrap().to_owned();
+    assert_eq!(id.len(), 54, "{ticket}");
+
+    let mut actions = 0;
+    for doc in CORPUS {
+        for action in doc.actions {
+            let url = proxy.url(&format!("/doc/{}?CLOAKROOMSID={ticket}", doc.name));
+            chrome.navigate(&url).await;
+            chrome.wait_for(&format!("/doc/{}", doc.name)).await;
+            chrome.eval(action).await;
+            // Let navigations, pings, reports and subresources happen.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            actions += 1;
+        }
+    }
+    assert!(actions >= 25);
+
+    let requests = foreign.requests();
+    if std::env::var("LEAKS_DEBUG").is_ok() {
+        for r in &requests {
+            let first = r.lines().next().unwrap_or("");
+            let referer = r
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("referer"))
+                .unwrap_or("");
+            eprintln!("FOREIGN {first} | {referer}");
+        }
+    }
+    // The foreign links were really followed (else this test proves nothing).
+    for must in [
+        "/steal-get",
+        "/steal-nested",
+        "/refresh?url=",
+        "/refresh-header",
+        "/referer",
+        "/redirected",
+        "/cr ",
+    ] {
+        assert!(
+            requests.iter().any(|r| r.contains(must)),
+            "the browser never reached {must} on the foreign site; it saw {:#?}",
+            requests
+                .iter()
+                .map(|r| r.lines().next().unwrap_or(""))
+                .collect::<Vec<_>>()
+        );
+    }
+    for request in &requests {
+        assert!(
+            !request.contains(&id),
+            "the session ID reached another origin:\n{request}"
+        );
+        assert!(
+            !request.contains("CLOAKROOMSID"),
+            "the session parameter reached another origin:\n{request}"
+        );
+    }
+}
