@@ -37,7 +37,8 @@ const MAX_DECODINGS: usize = 3;
 pub enum Refused {
     /// The target is not a path starting with `/` (e.g. `*`).
     NotAPath,
-    /// A `.` or `..` segment, in any spelling.
+    /// A `.` or `..` segment, in any spelling, or one that is nothing but
+    /// `;parameters` (it vanishes for Tomcat).
     DotSegment,
     /// A `/` or `\` hidden in a percent-escape, or a raw `\`.
     HiddenSeparator,
@@ -52,7 +53,9 @@ impl Refused {
     pub fn message(self) -> &'static str {
         match self {
             Refused::NotAPath => "400 Bad Request: the request target must be a path\n",
-            Refused::DotSegment => "400 Bad Request: dot segments in the path are refused\n",
+            Refused::DotSegment => {
+                "400 Bad Request: dot segments and empty parameter segments in the path are refused\n"
+            }
             Refused::HiddenSeparator => {
                 "400 Bad Request: encoded slashes and backslashes in the path are refused\n"
             }
@@ -109,7 +112,13 @@ fn check_reading(reading: &[u8], slashes: usize) -> Result<(), Refused> {
         return Err(Refused::HiddenSeparator);
     }
     for segment in reading.split(|b| *b == b'/') {
-        for form in [segment, cut_params(segment)] {
+        let cut = cut_params(segment);
+        // `/;x/admin` is `/admin` to Tomcat: a segment that vanishes when
+        // its parameters are cut shifts every segment after it.
+        if cut.is_empty() && !segment.is_empty() {
+            return Err(Refused::DotSegment);
+        }
+        for form in [segment, cut] {
             let dots_and_spaces = form.iter().all(|b| *b == b'.' || *b == b' ');
             if !form.is_empty() && dots_and_spaces {
                 return Err(Refused::DotSegment);
@@ -217,6 +226,8 @@ mod tests {
             ("/a%00b", Refused::Control),
             ("/a%0d%0aX-Injected:%201", Refused::Control),
             ("/a%2525252e", Refused::TooDeeplyEncoded),
+            ("/;x/admin", Refused::DotSegment),
+            ("/static/%3bx/admin", Refused::DotSegment),
         ] {
             assert_eq!(canonical(path), Err(why), "{path}");
         }
