@@ -28,15 +28,20 @@
 //!    and hyper reads a request head within `server.header_timeout`;
 //!    oversized heads get 431, malformed ones 400, from hyper itself.
 //! 2. [`proxy::handle`] starts the log record and runs the pipeline:
-//!    requests a reverse proxy must not forward (`CONNECT`) are refused.
+//!    requests a reverse proxy must not forward (`CONNECT`) are refused, and
+//!    so are ambiguous paths ([`target`]: dot segments, hidden separators);
+//!    the canonical path is what the rules judge and the upstream receives.
 //! 3. [`session::Sessions::resolve`] finds the session in the cookie
-//!    (strict: only live IDs this proxy signed) or issues a new ID; the
-//!    session cookie is removed before the request goes upstream.
+//!    (strict: only live IDs this proxy signed) or, for a client in URL
+//!    mode, in a URL ticket bound to that client; else it issues a new ID.
+//!    The session cookie and URL ticket are removed before the request goes
+//!    upstream (from `Referer` too).
 //! 4. Paths under `/.cloakroom/` are answered by [`login`] and end here.
 //! 5. Access rules ([`auth::rules`]): a protected path without a login gets
 //!    a redirect to the login page (browsers) or 401 (everything else).
-//! 6. [`identity`]: client-sent copies of the identity header are removed
-//!    and, when logged in, the header is set to the user.
+//! 6. Hop-by-hop headers are stripped first; then [`identity`] removes every
+//!    client-sent copy of the identity header and of the forwarding claims
+//!    ([`forwarded`]) and, when logged in, sets the identity header.
 //! 7. [`upstream::Upstream::forward`] rewrites the request (upstream path
 //!    prefix, hop-by-hop headers dropped, `X-Forwarded-*` set, `Host` kept or
 //!    replaced) and sends it over the pool; no connection → 502, no answer
@@ -45,7 +50,9 @@
 //!    its body streamed; a `101 Switching Protocols` becomes a byte tunnel.
 //!    Upstream login/logout headers are removed (and honoured when
 //!    `identity.upstream_control` is on); a newly issued ID is added as
-//!    `Set-Cookie`.
+//!    `Set-Cookie` (never one that travels in URLs), and in URL mode
+//!    [`rewrite`] puts the ticket into same-origin links, forms and
+//!    redirects.
 //! 9. When the body is finished (or abandoned), the log line is written.
 
 pub mod access_log;

@@ -7,13 +7,21 @@
 //! - `GET /.cloakroom/logout`: a one-button confirmation.
 //! - `POST /.cloakroom/logout`: CSRF check, the session destroyed, the cookie
 //!   expired, 303 to `/`.
+//! - `/.cloakroom/f/TICKET/PATH`: where URL mode points forms; a 307 to
+//!   `/PATH` with the ticket in the query.
+//!
+//! [`form`] reads and checks posted forms; [`return_to`] judges where a
+//! login may send the browser; [`page`] renders the pages.
 
+mod form;
 pub mod page;
+mod return_to;
 
-use bytes::Bytes;
+use self::form::{posted_form, Posted};
+pub use self::return_to::safe_return_to;
+
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::answer;
@@ -38,8 +46,6 @@ pub const FORM_PREFIX: &str = "/.cloakroom/f/";
 const CSRF: &[u8] = b"csrf";
 /// Purpose of the login form token given to a visitor with no session.
 const ANONYMOUS_LOGIN: &[u8] = b"login";
-/// Largest login form body accepted.
-const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// Whether `path` (canonical) is one of the proxy's own: its first segment
 /// reads as `.cloakroom` in any case or spelling (`/%2ecloakroom/`,
@@ -254,103 +260,6 @@ async fn logout(
     Ok(resp)
 }
 
-/// A form posted to the proxy, checked: from this site, with a session and
-/// that session's CSRF token.
-enum Posted {
-    /// The form's fields and the session it was posted from.
-    Form(Form, Current),
-    /// What to answer instead (403, 413, 400).
-    Refused(Response<ProxyBody>),
-}
-
-/// Checks a form posted to the proxy: from this site, in time, with the
-/// session's CSRF token, or, for a form that accepts `anonymous` clients
-/// (login), with the client token the form was given to this client.
-async fn posted_form(
-    app: &App,
-    anonymous: Option<Client<'_>>,
-    current: &Current,
-    req: Request<Incoming>,
-) -> Result<Posted, ProxyError> {
-    if !same_origin_post(&req) {
-        return Ok(Posted::Refused(csrf_failed()));
-    }
-    // A body that trickles in cannot hold a connection for ever.
-    let deadline = app.config.server.header_timeout;
-    let form = match tokio::time::timeout(deadline, read_form(req)).await {
-        Ok(Ok(form)) => form,
-        Ok(Err(resp)) => return Ok(Posted::Refused(resp)),
-        Err(_) => {
-            return Ok(Posted::Refused(answer::text(
-                StatusCode::REQUEST_TIMEOUT,
-                "408 Request Timeout: the form did not arrive in time\n",
-            )))
-        }
-    };
-    let token = form.get("csrf").unwrap_or("");
-    if !current.fresh && app.sessions.token_matches(CSRF, &current.id, token) {
-        return Ok(Posted::Form(form, current.clone()));
-    }
-    // The login page gives a visitor without a session a client token (it
-    // cannot know yet whether the cookie it sets will come back). Such a
-    // token vouches only for a session that holds nothing.
-    let client_token = anonymous.is_some_and(|client| {
-        current.session.is_none()
-            && app
-                .sessions
-                .client_token_matches(ANONYMOUS_LOGIN, token, client)
-    });
-    if !client_token {
-        return Ok(Posted::Refused(csrf_failed()));
-    }
-    if !current.fresh {
-        // The cookie came back: a cookie client.
-        return Ok(Posted::Form(form, current.clone()));
-    }
-    if !app.sessions.cookieless() {
-        return Ok(Posted::Refused(csrf_failed()));
-    }
-    // No cookie came back with the form: the client refuses cookies, and
-    // the session the login makes is in URL mode.
-    let current = Current {
-        in_url: true,
-        ..current.clone()
-    };
-    Ok(Posted::Form(form, current))
-}
-
-/// A POST whose `Origin` (sent by every current browser) names another
-/// site is refused: with the session in a hidden field, the CSRF token
-/// alone would not stop a foreign page from posting a login form of its own.
-fn same_origin_post(req: &Request<Incoming>) -> bool {
-    if req
-        .headers()
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes() == b"cross-site")
-    {
-        return false;
-    }
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
-        return true;
-    };
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        });
-    let Some(host) = host else { return false };
-    origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .is_some_and(|(_, o_host)| o_host.eq_ignore_ascii_case(&host))
-}
-
 /// The login page. Its body never holds the session ID (a same-origin
 /// script could read it, which `HttpOnly` forbids): a session's form
 /// carries the session's CSRF token; a visitor without one gets a token
@@ -382,141 +291,8 @@ fn login_form(
     answer::html(status, html)
 }
 
-fn csrf_failed() -> Response<ProxyBody> {
-    answer::html(
-        StatusCode::FORBIDDEN,
-        "<!doctype html><meta charset=\"utf-8\"><title>Form expired</title>\
-         <p>This form expired or did not come from this site. \
-         <a href=\"/.cloakroom/login\">Open the sign-in page again</a>.</p>\n"
-            .to_owned(),
-    )
-}
-
-/// The decoded fields of a form body, first value of each name.
-struct Form(Vec<(String, String)>);
-
-impl Form {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-async fn read_form(req: Request<Incoming>) -> Result<Form, Response<ProxyBody>> {
-    let bytes: Bytes = match Limited::new(req.into_body(), MAX_FORM_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(answer::text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "413 Payload Too Large\n",
-            ))
-        }
-        Err(_) => {
-            return Err(answer::text(
-                StatusCode::BAD_REQUEST,
-                "400 Bad Request: broken body\n",
-            ))
-        }
-    };
-    Ok(Form(
-        url::form_urlencoded::parse(&bytes)
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect(),
-    ))
-}
-
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
-}
-
-/// `target` if it is a path on this site, else `/`. Refuses anything a
-/// browser could read as another origin: `//host`, `/\host`, schemes,
-/// control characters, and the same hidden behind percent-escapes.
-pub fn safe_return_to(target: &str) -> String {
-    let decoded = percent_decode_all(target.as_bytes());
-    let looks_remote = |t: &[u8]| {
-        !t.starts_with(b"/")
-            || t.starts_with(b"//")
-            || t.starts_with(b"/\\")
-            || t.iter().any(|b| b.is_ascii_control() || *b == b'\\')
-    };
-    // The path must also be canonical (no dot segments, no `//`), so what
-    // the browser requests next is exactly what was judged here.
-    let path = target.split(['?', '#']).next().unwrap_or("");
-    let canonical = matches!(
-        crate::target::canonical(path),
-        Ok(std::borrow::Cow::Borrowed(_))
-    );
-    let ok = target.is_ascii()
-        && !looks_remote(target.as_bytes())
-        && !looks_remote(&decoded)
-        && canonical
-        && crate::answer::stays_on_site(target)
-        && !is_reserved(path);
-    if ok {
-        target.to_owned()
-    } else {
-        "/".to_owned()
-    }
-}
-
-/// Decodes percent-escapes repeatedly, until nothing changes (double
-/// encoding hides `//` just as well as single).
-fn percent_decode_all(bytes: &[u8]) -> Vec<u8> {
-    let mut current = bytes.to_vec();
-    for _ in 0..4 {
-        let next = crate::target::percent_decode(&current);
-        if next == current {
-            break;
-        }
-        current = next;
-    }
-    current
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn return_to_accepts_only_same_origin_paths() {
-        for good in ["/", "/books?page=2#top", "/a/b%20c", "/search?q=%2F%2F"] {
-            assert_eq!(safe_return_to(good), good, "{good}");
-        }
-        for bad in [
-            "//evil.example",
-            "///evil.example",
-            "/\\evil.example",
-            "\\\\evil.example",
-            "https://evil.example/",
-            "HTTP://EVIL.EXAMPLE",
-            "javascript:alert(1)",
-            "evil.example",
-            "",
-            "/%2F%2Fevil.example",
-            "/%5Cevil.example",
-            "%2F%2Fevil.example",
-            "/%252F%252Fevil.example",
-            "/ok\r\nSet-Cookie: x=1",
-            "/ok%0d%0aSet-Cookie:%20x=1",
-            "/\tevil",
-            "/caf\u{e9}",
-            "/.cloakroom/logout",
-            "/.CLOAKROOM/logout",
-            "/%2ecloakroom/logout",
-            "/.//evil.example/",
-            "/./evil",
-            "/a/../..//evil.example",
-            "/%2e%2e//evil.example",
-        ] {
-            assert_eq!(safe_return_to(bad), "/", "{bad:?} was accepted");
-        }
-    }
 }
