@@ -28,7 +28,13 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHENTICATE,
 ];
 
-/// Removes every hop-by-hop header, including those listed in `Connection`.
+/// Headers that describe the message itself, not the connection: a
+/// `Connection` header may not nominate them away (`Connection: Host` would
+/// otherwise make the proxy send the upstream its own host).
+static END_TO_END: [HeaderName; 3] = [header::HOST, header::CONTENT_LENGTH, header::CONTENT_TYPE];
+
+/// Removes every hop-by-hop header, including those listed in `Connection`
+/// (except the message's own [`END_TO_END`] headers).
 pub fn strip(headers: &mut HeaderMap) {
     // Collect the names first: `Connection` itself is removed below.
     let named: Vec<HeaderName> = headers
@@ -37,6 +43,7 @@ pub fn strip(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !END_TO_END.contains(name))
         .collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
@@ -86,7 +93,12 @@ mod tests {
     #[test]
     fn strips_the_fixed_list_and_what_connection_names() {
         let mut h = map(&[
-            ("connection", "keep-alive, X-Secret , x-other"),
+            (
+                "connection",
+                "keep-alive, X-Secret , x-other, Host, content-length",
+            ),
+            ("host", "app.example"),
+            ("content-length", "0"),
             ("connection", "close"),
             ("keep-alive", "timeout=5"),
             ("proxy-connection", "keep-alive"),
@@ -101,8 +113,9 @@ mod tests {
             ("content-type", "text/plain"),
         ]);
         strip(&mut h);
-        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["x-kept", "content-type"]);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "content-type", "host", "x-kept"]);
     }
 
     #[test]

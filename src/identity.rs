@@ -18,6 +18,27 @@ pub static LOGIN_HEADER: HeaderName = HeaderName::from_static("x-cloakroom-login
 /// Response header with which the upstream ends the session.
 pub static LOGOUT_HEADER: HeaderName = HeaderName::from_static("x-cloakroom-logout");
 
+/// Headers other proxies and SSO gateways use to name the user. An
+/// application may have been written for one of them; a client must never
+/// be able to send it one (lowercase, `-` form).
+pub const IDENTITY_CLAIMS: &[&str] = &[
+    "remote-user",
+    "x-remote-user",
+    "x-user",
+    "x-auth-user",
+    "x-authenticated-user",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-preferred-username",
+    "x-forwarded-groups",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-preferred-username",
+    "x-webauth-user",
+    "x-remote-email",
+    "x-cloakroom-assertion",
+];
+
 /// The identity header and the spellings of it that must be stripped.
 pub struct Identity {
     header: HeaderName,
@@ -38,12 +59,13 @@ impl Identity {
     /// identity header for `user`, if any.
     pub fn apply(&self, headers: &mut HeaderMap, user: Option<&str>) {
         let doomed = |name: &HeaderName| {
-            let name = name.as_str().as_bytes();
+            let name = trimmed(name.as_str().as_bytes());
             same_folded(name, &self.folded)
                 || same_folded(name, LOGIN_HEADER.as_str().as_bytes())
                 || same_folded(name, LOGOUT_HEADER.as_str().as_bytes())
                 || crate::forwarded::CLIENT_CLAIMS
                     .iter()
+                    .chain(IDENTITY_CLAIMS)
                     .any(|claim| same_folded(name, claim.as_bytes()))
         };
         // The common case, nothing to strip, allocates nothing.
@@ -81,25 +103,38 @@ pub fn take_upstream_command(headers: &mut HeaderMap) -> Option<UpstreamCommand>
     crate::auth::password::valid_user_name(&user).then_some(UpstreamCommand::Login(user))
 }
 
-/// `name` (lowercase, as hyper stores names) equals `folded` with `_` read as `-`.
+/// `name` (lowercase, as hyper stores names) equals `folded` with every
+/// byte that is not a letter or digit read as `-`: CGI and PHP turn `_`,
+/// `.` and any other punctuation in a header name into `_`, so
+/// `X.Forwarded.User` reaches a PHP script as `HTTP_X_FORWARDED_USER`.
 fn same_folded(name: &[u8], folded: &[u8]) -> bool {
-    name.len() == folded.len()
-        && name
-            .iter()
-            .zip(folded)
-            .all(|(a, b)| (if *a == b'_' { b'-' } else { *a }) == *b)
+    name.len() == folded.len() && name.iter().zip(folded).all(|(a, b)| fold_byte(*a) == *b)
+}
+
+/// `name` without leading and trailing punctuation (`X-Forwarded-User.`
+/// is compared as `X-Forwarded-User`).
+fn trimmed(name: &[u8]) -> &[u8] {
+    let start = name
+        .iter()
+        .position(u8::is_ascii_alphanumeric)
+        .unwrap_or(name.len());
+    let end = name
+        .iter()
+        .rposition(u8::is_ascii_alphanumeric)
+        .map_or(start, |i| i + 1);
+    &name[start..end]
+}
+
+fn fold_byte(b: u8) -> u8 {
+    if b.is_ascii_alphanumeric() {
+        b.to_ascii_lowercase()
+    } else {
+        b'-'
+    }
 }
 
 fn fold(name: &[u8]) -> Vec<u8> {
-    name.iter()
-        .map(|b| {
-            if *b == b'_' {
-                b'-'
-            } else {
-                b.to_ascii_lowercase()
-            }
-        })
-        .collect()
+    name.iter().map(|b| fold_byte(*b)).collect()
 }
 
 #[cfg(test)]
@@ -119,6 +154,10 @@ mod tests {
             "X-Real-IP",
             "forwarded",
             "x_forwarded_for",
+            "x.forwarded.user",
+            "X-Forwarded-User.",
+            "Remote-User",
+            "x_remote_user",
         ] {
             h.append(
                 HeaderName::from_bytes(name.as_bytes()).unwrap(),
@@ -133,6 +172,8 @@ mod tests {
         assert!(h.get("x-cloakroom-login").is_none());
         assert!(h.get("x_original_url").is_none() && h.get("x-real-ip").is_none());
         assert!(h.get("forwarded").is_none() && h.get("x_forwarded_for").is_none());
+        assert!(h.get("x.forwarded.user").is_none() && h.get("remote-user").is_none());
+        assert!(h.get("x_remote_user").is_none());
         assert_eq!(h["x-forwarded-users"], "kept");
 
         h.insert("x_forwarded_user", HeaderValue::from_static("mallory"));

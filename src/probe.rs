@@ -23,7 +23,7 @@ use http::{Method, Request, Response, StatusCode};
 use crate::answer;
 use crate::body::ProxyBody;
 use crate::rewrite::link::{self, Ticket};
-use crate::session::{Client, Current, Sessions};
+use crate::session::{Client, Current, SessionChange, Sessions};
 
 /// The query parameter that marks a probe's return. It holds no ID.
 pub const MARKER: &str = "cloakroom-probe";
@@ -146,8 +146,11 @@ pub fn answer<B>(
     // A new ID: no usable cookie, no usable URL ID.
     let marker = link::param(req.uri().query().unwrap_or(""), MARKER);
     if marker.is_some_and(|m| sessions.client_token_matches(PROBE_TOKEN, m, client)) {
-        // The probe came back without the cookie: URL mode.
-        return Some(answer::redirect(StatusCode::FOUND, &with_ticket()));
+        // The probe came back without the cookie: URL mode, and no cookie
+        // of this ID is ever set.
+        let mut resp = answer::redirect(StatusCode::FOUND, &with_ticket());
+        resp.extensions_mut().insert(SessionChange::EnteredUrlMode);
+        return Some(resp);
     }
     if protected {
         return None;

@@ -70,7 +70,7 @@ async fn pipeline(
         .sessions
         .resolve(req.headers(), req.uri().query(), client)
         .await?;
-    let page = Page::of(&req, peer, app.config.session.secure);
+    let page = Page::of(&req, peer, app.config.session.secure, app.sessions.name());
 
     let (resp, upstream_time) = respond(app, peer, &current, req).await?;
     Ok((finish(app, &current, &page, resp), upstream_time))
@@ -170,6 +170,10 @@ fn finish(
 ) -> Response<ProxyBody> {
     let after = match resp.extensions_mut().remove::<SessionChange>() {
         Some(SessionChange::LoggedIn(new)) => Some(new),
+        Some(SessionChange::EnteredUrlMode) => Some(Current {
+            in_url: true,
+            ..current.clone()
+        }),
         Some(SessionChange::LoggedOut) => {
             resp.headers_mut()
                 .append(header::SET_COOKIE, app.sessions.expire_cookie());
@@ -179,6 +183,9 @@ fn finish(
         None => Some(current.clone()),
     };
     let Some(after) = after else { return resp };
+    if page.from_url_mode && !after.in_url {
+        rewrite::guard_referrer(resp.headers_mut());
+    }
     if let Some(cookie) = app.sessions.set_cookie(&after) {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
         cache::keep_private(resp.headers_mut());
@@ -207,6 +214,9 @@ struct Page {
     host: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
     ip: std::net::IpAddr,
+    /// The request's `Referer` is a page seen in URL mode (it holds the
+    /// session parameter): a subresource of such a page.
+    from_url_mode: bool,
     tls: bool,
     head: bool,
 }
@@ -215,12 +225,17 @@ impl Page {
     /// `secure`: the client is known to use https even if this hop is
     /// plain (`session.secure`, behind a TLS-terminating balancer), so
     /// absolute links written in URL mode must say https.
-    fn of<B>(req: &Request<B>, peer: Peer, secure: bool) -> Page {
+    fn of<B>(req: &Request<B>, peer: Peer, secure: bool, name: &str) -> Page {
         Page {
             uri: req.uri().clone(),
             host: req.headers().get(header::HOST).cloned(),
             user_agent: req.headers().get(header::USER_AGENT).cloned(),
             ip: peer.addr.ip(),
+            from_url_mode: req.headers().get(header::REFERER).is_some_and(|r| {
+                r.as_bytes()
+                    .windows(name.len() + 1)
+                    .any(|w| w.starts_with(name.as_bytes()) && w.ends_with(b"="))
+            }),
             tls: peer.tls || secure,
             head: req.method() == Method::HEAD,
         }

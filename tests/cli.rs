@@ -214,9 +214,9 @@ fn hash_password_prints_a_hash_that_verifies() {
     let phc = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(phc.starts_with("$argon2id$"), "{phc}");
     let users = cloakroom::auth::password::Users::parse(&format!("alice = \"{phc}\"")).unwrap();
-    assert!(users.check("alice", "correct horse"));
-    assert!(!users.check("alice", "correct horse\n"));
-    assert!(!users.check("alice", "wrong"));
+    assert!(users.check("alice", "correct horse", &mut Vec::new()));
+    assert!(!users.check("alice", "correct horse\n", &mut Vec::new()));
+    assert!(!users.check("alice", "wrong", &mut Vec::new()));
 
     let empty = cloakroom()
         .arg("hash-password")

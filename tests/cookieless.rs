@@ -166,7 +166,11 @@ async fn a_client_that_refuses_cookies_is_served_in_url_mode() {
     assert_eq!(second.status, StatusCode::FOUND);
     let location = second.location().unwrap().to_owned();
     let id = id_in(&location).unwrap();
-    assert_eq!(location, format!("/html/page?a=1&{NAME}={id}"));
+    assert_eq!(location, format!("{}/html/page?a=1&{NAME}={id}", c.base));
+    assert!(
+        second.headers.get("set-cookie").is_none(),
+        "URL mode got a cookie"
+    );
 
     let page = c.get(&location).await;
     assert_eq!(page.status, StatusCode::OK);

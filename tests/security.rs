@@ -358,6 +358,67 @@ async fn headers_the_proxy_sets_cannot_be_nominated_away_or_forged() {
 }
 
 #[tokio::test]
+async fn connection_cannot_nominate_the_host_and_other_sso_headers_are_stripped() {
+    let s = site("").await;
+    let req = Request::get(s.proxy.url("/static/x"))
+        .header("host", "app.example")
+        .header("connection", "Host, Content-Type")
+        .header("x.forwarded.user", "admin")
+        .header("X-Forwarded-User.", "admin")
+        .header("remote-user", "admin")
+        .header("x_remote_user", "admin")
+        .header("x-auth-request-user", "admin")
+        .body(empty())
+        .unwrap();
+    send(&http1(), req).await;
+    let seen = s.upstream.only();
+    assert_eq!(seen.header("host").as_deref(), Some("app.example"));
+    assert_eq!(
+        seen.header("x-forwarded-host").as_deref(),
+        Some("app.example")
+    );
+    for (name, _) in &seen.headers {
+        let folded: String = name
+            .as_str()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        assert!(
+            ![
+                "x-forwarded-user",
+                "x-forwarded-user-",
+                "remote-user",
+                "x-remote-user",
+                "x-auth-request-user"
+            ]
+            .contains(&folded.as_str()),
+            "{name} reached the upstream"
+        );
+    }
+}
+
+#[tokio::test]
+async fn entering_url_mode_sets_no_cookie_of_the_id() {
+    let s = site("").await;
+    let mut c = Browser::new(&s.proxy);
+    c.refuse_cookies = true;
+    let probe = c.get("/static/page").await;
+    assert!(
+        probe.headers.get("set-cookie").is_some(),
+        "the probe sets its cookie"
+    );
+    let back = c.get(probe.location().unwrap()).await;
+    let ticket = ticket_in(back.location().unwrap()).expect("not in URL mode");
+    let id = ticket.split('.').next().unwrap();
+    for cookie in back.headers.get_all("set-cookie") {
+        assert!(
+            !cookie.to_str().unwrap().contains(id),
+            "the ID in the URL was also set as a cookie"
+        );
+    }
+}
+
+#[tokio::test]
 async fn only_websocket_upgrades_are_tunnelled() {
     let s = site("").await;
     let req = Request::get(s.proxy.url("/static/x"))

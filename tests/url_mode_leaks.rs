@@ -152,6 +152,35 @@ const CORPUS: &[Doc] = &[
         actions: &[AUTO],
     },
     Doc {
+        name: "link-header",
+        html: "<p>preloads</p>",
+        headers: &[(
+            "link",
+            "<FOREIGN/link-preload.png>; rel=preload; as=image; referrerpolicy=unsafe-url",
+        )],
+        actions: &[AUTO],
+    },
+    Doc {
+        name: "redirecting-subresources",
+        html: "<img src=\"/redir?to=FOREIGN/rd-img.png\">\
+               <link rel=stylesheet href=\"/redir?to=FOREIGN/rd-css.css\">",
+        headers: &[],
+        actions: &[AUTO],
+    },
+    Doc {
+        name: "speculation-inline",
+        html: "<script type=\"speculationrules\">{\"prefetch\":[{\"source\":\"list\",\
+               \"urls\":[\"FOREIGN/spec-inline\"],\"referrer_policy\":\"unsafe-url\"}]}</script><p>x</p>",
+        headers: &[],
+        actions: &[AUTO],
+    },
+    Doc {
+        name: "speculation-header",
+        html: "<p>x</p>",
+        headers: &[("speculation-rules", "\"/rules.json\"")],
+        actions: &[AUTO],
+    },
+    Doc {
         name: "lookalike-hosts",
         html: "<a id=a href=\"http://localhost:PROXY_PORT/x\">a</a><a id=b href=\"/\\FOREIGN_HOST/y\">b</a>\
                <a id=c href=\"HTTP://FOREIGN_HOST/z\">c</a>",
@@ -277,6 +306,31 @@ fn corpus_page(
                 "location",
                 format!("http://{foreign}/redirected").parse().unwrap(),
             );
+        }
+        ("/redir", _) => {
+            // A same-origin subresource that redirects away, with a policy
+            // that would send the page's full address along.
+            let to = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("to="))
+                .unwrap_or("/");
+            *resp.status_mut() = StatusCode::FOUND;
+            resp.headers_mut().insert("location", to.parse().unwrap());
+            resp.headers_mut()
+                .insert("referrer-policy", "unsafe-url".parse().unwrap());
+            return resp;
+        }
+        ("/rules.json", _) => {
+            let rules = format!(
+                "{{\"prefetch\":[{{\"source\":\"list\",\"urls\":[\"http://{foreign}/spec-header\"],\"referrer_policy\":\"unsafe-url\"}}]}}"
+            );
+            resp = Response::new(full(rules));
+            resp.headers_mut().insert(
+                "content-type",
+                "application/speculationrules+json".parse().unwrap(),
+            );
+            return resp;
         }
         ("/go-home", _) => {
             *resp.status_mut() = StatusCode::FOUND;

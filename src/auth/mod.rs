@@ -32,6 +32,8 @@ pub struct Auth {
     /// Failed-login counters.
     pub throttle: Throttle,
     checks: Semaphore,
+    /// One argon2 working memory per concurrent check, reused.
+    memory: Arc<std::sync::Mutex<Vec<password::Memory>>>,
 }
 
 impl Auth {
@@ -55,6 +57,7 @@ impl Auth {
                 cfg.failure_window,
             ),
             checks: Semaphore::new(CONCURRENT_PASSWORD_CHECKS),
+            memory: Arc::default(),
         })
     }
 
@@ -73,8 +76,24 @@ impl Auth {
             return false;
         };
         let (user, password) = (user.to_owned(), password.to_owned());
-        tokio::task::spawn_blocking(move || users.check(&user, &password))
-            .await
-            .unwrap_or(false)
+        let pool = self.memory.clone();
+        tokio::task::spawn_blocking(move || {
+            // The semaphore admits as many checks as there are buffers at
+            // most; the lock is held only to take and return one (a std
+            // mutex: never held across an await).
+            let mut memory = pool
+                .lock()
+                .map(|mut p| p.pop())
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let ok = users.check(&user, &password, &mut memory);
+            if let Ok(mut p) = pool.lock() {
+                p.push(memory);
+            }
+            ok
+        })
+        .await
+        .unwrap_or(false)
     }
 }

@@ -21,9 +21,10 @@
 //!   base cannot be read (an unknown character reference), relative URLs
 //!   after it get no ID.
 //! - What could send the page's address (and so the ID) elsewhere is
-//!   neutralised: `<meta name=referrer>` is removed, and `referrerpolicy`,
-//!   `ping` and `srcdoc` attributes are dropped (the response's own
-//!   `Referrer-Policy: same-origin` then governs every request).
+//!   neutralised: `<meta name=referrer>` and `<script
+//!   type=speculationrules>` are removed, and `referrerpolicy`, `ping` and
+//!   `srcdoc` attributes are dropped (the response's own `Referrer-Policy:
+//!   same-origin` then governs every request).
 //!
 //! Scripts, styles and comments are not HTML elements to lol_html, so
 //! links inside them are never touched; what a page's own scripts do with
@@ -42,7 +43,7 @@ use super::link::{
 const MEMORY_LIMIT: usize = 4 * 1024 * 1024;
 
 const SELECTOR: &str = "a[href], area[href], form, [formaction], iframe, frame[src], \
-     meta, base[href], [ping], [referrerpolicy]";
+     meta, base[href], [ping], [referrerpolicy], script[type]";
 
 /// What relative URLs resolve against, as far as the page has told.
 enum Base {
@@ -112,6 +113,17 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
                 }
             }
             "meta" => meta(el, &rewrite)?,
+            "script" => {
+                // Speculation rules are JSON, not script: their prefetches
+                // and prerenders may set a referrer policy of their own.
+                let speculation = el
+                    .get_attribute("type")
+                    .and_then(|t| attribute_url(&t))
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("speculationrules"));
+                if speculation {
+                    el.remove();
+                }
+            }
             _ => {}
         }
         if el.has_attribute("formaction") {
@@ -291,6 +303,11 @@ mod tests {
             ("<meta name=\"Referrer \" content=origin><p>", "<p>"),
             ("<meta name=\"r&eacute;ferrer\" content=x><p>", "<p>"),
             ("<meta name=viewport content=x>", "<meta name=viewport content=x>"),
+            (
+                "<script type=\"speculationrules\">{\"prefetch\":[]}</script><p>",
+                "<p>",
+            ),
+            ("<script type=module>x()</script>", "<script type=module>x()</script>"),
             (
                 "<a href=\"//evil.example/\" ping=\"//evil.example/p\" referrerpolicy=unsafe-url>",
                 "<a href=\"//evil.example/\">",

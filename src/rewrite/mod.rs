@@ -19,7 +19,7 @@ use crate::body::ProxyBody;
 
 /// Prepares a response for a client in URL mode: same-origin `Location`s
 /// and HTML links carry `ticket`; the URL with the ID in it is kept out of
-/// referrers, search indexes and shared caches. `origin` is the requested
+/// referrers ([`guard_referrer`]), search indexes and shared caches. `origin` is the requested
 /// page as the client addressed it (`None` if the request named no host:
 /// then nothing can be judged same-origin, and nothing is rewritten).
 pub fn for_url_mode(
@@ -32,11 +32,7 @@ pub fn for_url_mode(
     if let Some(origin) = origin {
         rewrite_redirects(headers, origin, ticket);
     }
-    keep_address_from_reports(headers);
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
+    guard_referrer(headers);
     headers.insert("x-robots-tag", HeaderValue::from_static("noindex"));
     headers.insert(
         header::CACHE_CONTROL,
@@ -89,6 +85,39 @@ fn rewrite_redirects(headers: &mut HeaderMap, origin: &Origin, ticket: &Ticket) 
 }
 
 static REFRESH: HeaderName = HeaderName::from_static("refresh");
+
+/// Keeps the address of a page seen in URL mode (which holds the ticket)
+/// from reaching another origin through the response's headers:
+/// `Referrer-Policy: same-origin` replaces the application's, a `Link`
+/// that sets its own referrer policy and `Speculation-Rules` (whose
+/// prefetches may set one) are dropped, and so are report endpoints.
+///
+/// Applied to URL-mode responses, and also to responses for requests whose
+/// `Referer` is such a page: a subresource of a URL-mode page carries no
+/// ticket itself, but a redirect it gets would apply the response's policy
+/// to that `Referer`.
+pub fn guard_referrer(headers: &mut HeaderMap) {
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.remove("speculation-rules");
+    let links: Vec<HeaderValue> = headers
+        .get_all(header::LINK)
+        .iter()
+        .filter(|v| {
+            !v.as_bytes()
+                .windows(b"referrerpolicy".len())
+                .any(|w| w.eq_ignore_ascii_case(b"referrerpolicy"))
+        })
+        .cloned()
+        .collect();
+    headers.remove(header::LINK);
+    for link in links {
+        headers.append(header::LINK, link);
+    }
+    keep_address_from_reports(headers);
+}
 
 /// Violation and network-error reports carry the page's address (and so,
 /// in URL mode, the ID) to wherever the application collects them, usually

@@ -78,6 +78,9 @@ pub enum SessionChange {
     LoggedIn(Current),
     /// Logged out: the session is gone and its cookie must be expired.
     LoggedOut,
+    /// The probe found that the client refuses cookies: from this answer
+    /// on the session travels in URLs (and never in a cookie).
+    EnteredUrlMode,
 }
 
 impl Current {
