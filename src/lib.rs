@@ -20,6 +20,9 @@
 //! - [`access_log`]: the one log line per request.
 //! - [`answer`]: responses the proxy writes itself (text, HTML, redirects).
 //! - [`demo`]: `cloakroom demo`, a built-in legacy app behind the proxy.
+//! - [`client`]: [`client::Browser`], a client that browses like a person
+//!   (the tests' and `cloakroom load`'s).
+//! - [`load`]: `cloakroom load`, virtual users driving the session path.
 //! - [`error`]: [`error::ProxyError`] → status and short body.
 //!
 //! # The life of a request
@@ -60,12 +63,14 @@ pub mod answer;
 pub mod auth;
 pub mod body;
 pub mod cache;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod forwarded;
 pub mod hop;
 pub mod identity;
+pub mod load;
 pub mod login;
 pub mod probe;
 pub mod proxy;

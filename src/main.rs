@@ -38,6 +38,44 @@ enum Command {
     /// Read a password from stdin (without echo on a terminal) and print its
     /// argon2id PHC string, for `auth.users_file`.
     HashPassword,
+    /// Drive many virtual users, each with its own session, through the
+    /// session path of a deployment, and report.
+    Load(LoadArgs),
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// The page to request (http:// or https://).
+    #[arg(long)]
+    target: String,
+    /// Virtual users, each with its own session.
+    #[arg(long, default_value_t = 50)]
+    users: usize,
+    /// How long to run (e.g. 30s, 2m) [default: 30s].
+    #[arg(long, conflicts_with = "requests")]
+    duration: Option<String>,
+    /// Stop after this many requests instead.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Open loop: this many requests per second, latency measured from when
+    /// each was due.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Each user logs in first, through /.cloakroom/login.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    login: Option<String>,
+    /// Users refuse cookies: they follow the probe into URL mode.
+    #[arg(long)]
+    cookieless: bool,
+    /// Weighted paths, one `WEIGHT PATH` per line.
+    #[arg(long, value_name = "FILE")]
+    paths: Option<PathBuf>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// How long one request may take.
+    #[arg(long, default_value = "30s")]
+    timeout: String,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +83,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::HashPassword) => return hash_password(),
         Some(Command::Demo { listen }) => return demo(listen),
+        Some(Command::Load(args)) => return load(args),
         _ => {}
     }
     let source = match cli.config {
@@ -71,7 +110,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run(config),
-        Command::Demo { .. } | Command::HashPassword => ExitCode::FAILURE,
+        Command::Demo { .. } | Command::HashPassword | Command::Load(_) => ExitCode::FAILURE,
     }
 }
 
@@ -113,6 +152,81 @@ fn hash_password() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn load(args: LoadArgs) -> ExitCode {
+    use std::io::IsTerminal;
+    let options = match load_options(&args) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("cloakroom load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cloakroom load: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let progress = std::io::stderr().is_terminal();
+    match runtime.block_on(cloakroom::load::run(options, progress)) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cloakroom load: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_options(args: &LoadArgs) -> Result<cloakroom::load::Options, String> {
+    use cloakroom::load::{read_paths, Options, Stop};
+    let target =
+        url::Url::parse(&args.target).map_err(|e| format!("--target {:?}: {e}", args.target))?;
+    let duration = |flag: &str, text: &str| {
+        humantime::parse_duration(text).map_err(|e| format!("{flag} {text:?}: {e}"))
+    };
+    let stop = match (&args.duration, args.requests) {
+        (_, Some(n)) => Stop::Requests(n),
+        (Some(d), None) => Stop::After(duration("--duration", d)?),
+        (None, None) => Stop::After(std::time::Duration::from_secs(30)),
+    };
+    let login = match &args.login {
+        Some(text) => {
+            let (user, password) = text
+                .split_once(':')
+                .ok_or_else(|| "--login: expected USER:PASSWORD".to_owned())?;
+            Some((user.to_owned(), password.to_owned()))
+        }
+        None => None,
+    };
+    let paths = match &args.paths {
+        Some(file) => read_paths(file).map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    let options = Options {
+        target,
+        users: args.users,
+        stop,
+        rate: args.rate,
+        login,
+        cookieless: args.cookieless,
+        paths,
+        timeout: duration("--timeout", &args.timeout)?,
+    };
+    options.check().map_err(|e| e.to_string())?;
+    Ok(options)
 }
 
 fn demo(listen: std::net::SocketAddr) -> ExitCode {

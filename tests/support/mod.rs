@@ -610,36 +610,23 @@ pub async fn line_after(lines: &mut mpsc::UnboundedReceiver<String>, marker: &st
 
 // ---- a browser-like client --------------------------------------------------
 
-/// A client that keeps cookies as a browser does (by name; Max-Age=0 deletes)
-/// and says it wants HTML.
-pub struct Browser {
-    client: Client<HttpConnector, TestBody>,
-    pub cookies: std::collections::BTreeMap<String, String>,
-    pub base: String,
-    /// Sent as `User-Agent` when set (URL tickets are bound to it).
-    pub user_agent: Option<String>,
-    /// Drops every `Set-Cookie`, as a browser that blocks cookies does.
-    pub refuse_cookies: bool,
-}
+/// The library's browsing client ([`cloakroom::client::Browser`], the one
+/// `cloakroom load` drives), with test manners: failures panic, and
+/// `Browser::new(&proxy)` points it at a proxy.
+pub struct Browser(pub cloakroom::client::Browser);
 
-/// A response as the browser saw it.
-pub struct Page {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: String,
-}
+pub use cloakroom::client::Page;
 
-impl Page {
-    pub fn location(&self) -> Option<&str> {
-        self.headers.get("location").and_then(|v| v.to_str().ok())
+impl std::ops::Deref for Browser {
+    type Target = cloakroom::client::Browser;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
+}
 
-    /// The value of `<input name=NAME value=...>` in the page.
-    pub fn input(&self, name: &str) -> Option<String> {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = self.body.find(&marker)? + marker.len();
-        let end = self.body[start..].find('"')? + start;
-        Some(self.body[start..end].replace("&amp;", "&"))
+impl std::ops::DerefMut for Browser {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }
 
@@ -650,95 +637,25 @@ impl Browser {
 
     /// A browser for the site at `base` (`http://host:port`).
     pub fn at(base: &str) -> Browser {
-        Browser {
-            client: http1(),
-            cookies: Default::default(),
-            base: base.to_owned(),
-            user_agent: None,
-            refuse_cookies: false,
-        }
-    }
-
-    pub fn session(&self) -> Option<&str> {
-        self.cookies.get("CLOAKROOMSID").map(String::as_str)
-    }
-
-    /// `path` on this site, or an absolute URL (as rewritten links are).
-    fn url(&self, path: &str) -> String {
-        if path.starts_with("http") {
-            path.to_owned()
-        } else {
-            format!("{}{path}", self.base)
-        }
+        Browser(cloakroom::client::Browser::at(base).expect("a valid base URL"))
     }
 
     pub async fn get(&mut self, path: &str) -> Page {
-        let req = self.request(Request::get(self.url(path)), empty());
-        self.send(req).await
+        within(self.0.get(path))
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
-    /// Like a browser's address bar: follows redirects (up to 10) and
-    /// returns the final page and the path it ended on.
+    /// Follows redirects; returns the final page and the path it ended on.
     pub async fn visit(&mut self, path: &str) -> (Page, String) {
-        let mut path = path.to_owned();
-        for _ in 0..10 {
-            let page = self.get(&path).await;
-            match page.location() {
-                Some(next) if page.status.is_redirection() => {
-                    path = next.strip_prefix(&self.base).unwrap_or(next).to_owned();
-                }
-                _ => return (page, path),
-            }
-        }
-        panic!("redirect loop at {path}");
+        within(self.0.visit(path))
+            .await
+            .unwrap_or_else(|e| panic!("visit {path}: {e}"))
     }
 
     pub async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
-        let body: String = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish();
-        let builder = Request::post(self.url(path))
-            .header("content-type", "application/x-www-form-urlencoded");
-        let req = self.request(builder, full(body));
-        self.send(req).await
-    }
-
-    fn request(&self, builder: http::request::Builder, body: TestBody) -> Request<TestBody> {
-        let mut builder = builder.header("accept", "text/html,application/xhtml+xml");
-        if let Some(ua) = &self.user_agent {
-            builder = builder.header("user-agent", ua);
-        }
-        if !self.cookies.is_empty() {
-            let jar: Vec<String> = self
-                .cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            builder = builder.header("cookie", jar.join("; "));
-        }
-        builder.body(body).unwrap()
-    }
-
-    async fn send(&mut self, req: Request<TestBody>) -> Page {
-        let (status, headers, body) = send(&self.client, req).await;
-        for set in headers
-            .get_all("set-cookie")
-            .iter()
-            .filter(|_| !self.refuse_cookies)
-        {
-            let set = set.to_str().unwrap();
-            let pair = set.split(';').next().unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            if set.contains("Max-Age=0") {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_owned(), value.to_owned());
-            }
-        }
-        Page {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+        within(self.0.post_form(path, fields))
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 }
