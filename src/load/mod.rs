@@ -34,6 +34,9 @@ use crate::client::{Browser, FetchError, Raw};
 
 pub use self::report::Report;
 
+/// Users logging in at the same moment during setup.
+const LOGINS_AT_ONCE: usize = 4;
+
 /// When a run ends.
 #[derive(Debug, Clone, Copy)]
 pub enum Stop {
@@ -227,13 +230,21 @@ pub async fn run(opts: Options, progress: bool) -> Result<Report, LoadError> {
 
     // The first user alone: a target that is down or a login that fails
     // stops the run before it starts.
-    let first = set_up(&site, &target_path, &opts, 0).await?;
+    // Logins go a few at a time: a proxy checks only a few passwords at
+    // once, and counts attempts in flight against its throttle.
+    let gate = Arc::new(tokio::sync::Semaphore::new(LOGINS_AT_ONCE));
+    let first = set_up(&site, &target_path, &opts, 0, &gate).await?;
     let mut users = vec![first];
     let mut rest = Vec::new();
     for n in 1..opts.users {
-        let (site, target_path, opts) = (site.clone(), target_path.clone(), opts.clone());
+        let (site, target_path, opts, gate) = (
+            site.clone(),
+            target_path.clone(),
+            opts.clone(),
+            gate.clone(),
+        );
         rest.push(tokio::spawn(async move {
-            set_up(&site, &target_path, &opts, n).await
+            set_up(&site, &target_path, &opts, n, &gate).await
         }));
     }
     for task in rest {
@@ -302,6 +313,7 @@ async fn set_up(
     target_path: &str,
     opts: &Options,
     n: usize,
+    gate: &tokio::sync::Semaphore,
 ) -> Result<User, LoadError> {
     let mut browser = Browser::at(site).map_err(|e| LoadError::Option(e.to_string()))?;
     browser.timeout = opts.timeout;
@@ -315,6 +327,7 @@ async fn set_up(
         source,
     };
     if let Some((user, password)) = &opts.login {
+        let _turn = gate.acquire().await;
         let began = Instant::now();
         let form = browser
             .get("/.cloakroom/login")

@@ -188,33 +188,17 @@ async fn login(
     let throttle = &app.auth.throttle;
 
     // Counted before it is judged: concurrent guesses cannot race the limit.
-    if let Err(wait) = throttle.attempt(peer.addr.ip(), username, now) {
-        let secs = wait.as_secs().max(1);
-        tracing::warn!(user = username, ip = %peer.addr.ip(), "login throttled");
-        let minutes = secs.div_ceil(60);
-        let message = format!(
-            "Too many failed attempts. Try again in {minutes} minute{}.",
-            if minutes == 1 { "" } else { "s" }
-        );
-        let mut resp = login_form(
-            app,
-            client,
-            current,
-            &return_to,
-            Some(&message),
-            username,
-            StatusCode::TOO_MANY_REQUESTS,
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return Ok(resp);
-    }
+    let attempt = match throttle.attempt(peer.addr.ip(), username, now) {
+        Ok(attempt) => attempt,
+        Err(wait) => return Ok(throttled(app, client, current, &return_to, username, wait)),
+    };
 
     let valid = !username.is_empty()
         && username.len() <= 256
         && password.len() <= 1024
         && app.auth.check_password(username, password).await;
     if !valid {
+        attempt.failed();
         tracing::info!(user = username, ip = %peer.addr.ip(), "login failed");
         return Ok(login_form(
             app,
@@ -227,7 +211,7 @@ async fn login(
         ));
     }
 
-    throttle.succeeded(peer.addr.ip(), username);
+    attempt.succeeded();
     let logged_in = app.sessions.login(current, username, remember).await?;
     tracing::info!(user = username, ip = %peer.addr.ip(), remember, "login");
     // The cookie (and, in URL mode, the ID in the redirect) follow from the
@@ -236,6 +220,44 @@ async fn login(
     resp.extensions_mut()
         .insert(SessionChange::LoggedIn(logged_in));
     Ok(resp)
+}
+
+/// The login form again, with 429 and `Retry-After`: too many failures (or
+/// too many attempts still being checked) for this address or username.
+fn throttled(
+    app: &App,
+    client: Client<'_>,
+    current: &Current,
+    return_to: &str,
+    username: &str,
+    wait: std::time::Duration,
+) -> Response<ProxyBody> {
+    let secs = wait.as_secs().max(1);
+    tracing::warn!(user = username, ip = %client.ip, "login throttled");
+    let message = if secs < 60 {
+        format!(
+            "Too many attempts at once. Try again in {secs} second{}.",
+            if secs == 1 { "" } else { "s" }
+        )
+    } else {
+        let minutes = secs.div_ceil(60);
+        format!(
+            "Too many failed attempts. Try again in {minutes} minute{}.",
+            if minutes == 1 { "" } else { "s" }
+        )
+    };
+    let mut resp = login_form(
+        app,
+        client,
+        current,
+        return_to,
+        Some(&message),
+        username,
+        StatusCode::TOO_MANY_REQUESTS,
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
 }
 
 async fn logout(
