@@ -67,9 +67,9 @@ async fn logged_in_users_add_up_against_what_the_upstream_saw() {
         "--target",
         &target,
         "--users",
-        "5",
+        "12",
         "--requests",
-        "200",
+        "240",
         "--login",
         "alice:wonderland",
     ]))
