@@ -186,6 +186,10 @@ fn finish(
     if page.from_url_mode && !after.in_url {
         rewrite::guard_referrer(resp.headers_mut());
     }
+    if app.sessions.cookieless() {
+        let status = resp.status();
+        rewrite::temper_redirect_policy(status, resp.headers_mut());
+    }
     if let Some(cookie) = app.sessions.set_cookie(&after) {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
         cache::keep_private(resp.headers_mut());

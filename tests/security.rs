@@ -514,3 +514,52 @@ async fn anonymous_url_mode_jars_are_budgeted_per_address() {
     let files = std::fs::read_dir(&sessions).unwrap().count();
     assert_eq!(files, cloakroom::session::budget::PER_ADDRESS as usize);
 }
+
+#[tokio::test]
+async fn url_mode_withholds_bodies_it_cannot_make_safe() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+    let mut c = Browser::new(&proxy);
+    c.refuse_cookies = true;
+    let probe = c.get("/html/page").await;
+    let back = c.get(probe.location().unwrap()).await;
+    let ticket = ticket_in(back.location().unwrap()).unwrap();
+    // No Content-Type (a browser sniffs), two of them (it picks one), XML:
+    // the body is withheld.
+    for headers in [
+        "",
+        "h=content-type:text/plain&h=content-type:text/html&",
+        "h=content-type:text/xml&",
+    ] {
+        let page = c
+            .get(&format!("/respond-with?{headers}{NAME}={ticket}"))
+            .await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(
+            !page.body.contains("as you wish"),
+            "{headers}: the body passed"
+        );
+        assert!(page.body.contains("cannot be shown"), "{}", page.body);
+        assert_eq!(page.headers["x-content-type-options"], "nosniff");
+    }
+    // A format no browser renders as markup passes untouched.
+    let plain = c
+        .get(&format!(
+            "/respond-with?h=content-type:text/plain&{NAME}={ticket}"
+        ))
+        .await;
+    assert_eq!(plain.body, "as you wish");
+    // Redirects that would send full addresses elsewhere are tempered,
+    // whoever asks (a cached one may later serve a URL-mode page).
+    let req = Request::get(proxy.url(
+        "/respond-with?status=302&h=referrer-policy:unsafe-url&h=location:http://evil.example/",
+    ))
+    .body(empty())
+    .unwrap();
+    let (status, headers, _) = send(&http1(), req).await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(
+        headers["referrer-policy"],
+        "strict-origin-when-cross-origin"
+    );
+}

@@ -180,6 +180,46 @@ const CORPUS: &[Doc] = &[
         headers: &[("speculation-rules", "\"/rules.json\"")],
         actions: &[AUTO],
     },
+    // Bodies the rewriter cannot read must not reach the browser as they are.
+    Doc {
+        name: "xml-document",
+        html: "<html xmlns=\"http://www.w3.org/1999/xhtml\"><head><meta name=\"referrer\" content=\"unsafe-url\"/></head>\
+               <body><img src=\"FOREIGN/xml-img.png\"/><a id=\"a\" href=\"/own\" ping=\"FOREIGN/xml-ping\">a</a></body></html>",
+        headers: &[("content-type", "text/xml")],
+        actions: &["document.getElementById('a') && document.getElementById('a').click()"],
+    },
+    Doc {
+        name: "no-content-type",
+        html: "<html><head><meta name=referrer content=unsafe-url></head><body><img src=\"FOREIGN/sniffed-img.png\">\
+               <a id=a href=\"/own\" ping=\"FOREIGN/sniffed-ping\">a</a>",
+        headers: &[("content-type", "")],
+        actions: &["document.getElementById('a') && document.getElementById('a').click()"],
+    },
+    Doc {
+        name: "two-content-types",
+        html: "<html><head><meta name=referrer content=unsafe-url></head><body><img src=\"FOREIGN/two-ct-img.png\">",
+        headers: &[("content-type", "text/plain"), ("content-type", "text/html")],
+        actions: &[AUTO],
+    },
+    Doc {
+        name: "utf16-bom",
+        html: "<html><head><meta name=referrer content=unsafe-url></head><body><img src=\"FOREIGN/utf16-img.png\">\
+               <a id=a href=\"/own\" ping=\"FOREIGN/utf16-ping\">a</a>",
+        headers: &[("content-type", "text/html; charset=utf-8")],
+        actions: &["document.getElementById('a') && document.getElementById('a').click()"],
+    },
+    Doc {
+        name: "cached-redirect-1",
+        html: "<link rel=stylesheet href=\"/cached.css\"><p>styled</p>",
+        headers: &[],
+        actions: &[AUTO],
+    },
+    Doc {
+        name: "cached-redirect-2",
+        html: "<img src=\"/cached-redirect\"><p>again</p>",
+        headers: &[],
+        actions: &[AUTO],
+    },
     Doc {
         name: "lookalike-hosts",
         html: "<a id=a href=\"http://localhost:PROXY_PORT/x\">a</a><a id=b href=\"/\\FOREIGN_HOST/y\">b</a>\

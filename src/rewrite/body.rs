@@ -140,17 +140,37 @@ async fn pump(
             .unwrap_or_default()
     };
     let mut buf = vec![0u8; 32 * 1024];
+    // A UTF-16 byte-order mark overrides every label (WHATWG Encoding
+    // §6, "decode"): the browser would read a page this rewriter cannot.
+    // Nothing of it is sent (fails closed).
+    let mut head = Vec::with_capacity(2);
     loop {
         let n = input.read(&mut buf).await?;
         if n == 0 {
             break;
         }
-        rewriter.write(&buf[..n])?;
+        let mut data = &buf[..n];
+        if head.len() < 2 {
+            let take = (2 - head.len()).min(data.len());
+            head.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if head.len() < 2 {
+                continue;
+            }
+            if head == [0xFF, 0xFE] || head == [0xFE, 0xFF] {
+                return Err("a UTF-16 page cannot be rewritten for URL mode".into());
+            }
+            rewriter.write(&head)?;
+        }
+        rewriter.write(data)?;
         let chunk = take();
         if !chunk.is_empty() && tx.send(Ok(Frame::data(chunk))).await.is_err() {
             // The client went away: stop reading the upstream.
             return Ok(());
         }
+    }
+    if head.len() < 2 {
+        rewriter.write(&head)?;
     }
     rewriter.end()?;
     let chunk = take();

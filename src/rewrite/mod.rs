@@ -5,15 +5,17 @@
 //! - [`link`]: which links may carry the ID, and how it is added or removed.
 //! - [`html`]: the streaming lol_html rewriter.
 //! - [`body`]: decoding compressed HTML and streaming it through the rewriter.
+//! - [`kind`]: which bodies are rewritten, passed, or (failing closed) refused.
 
 pub mod body;
 pub mod html;
+pub mod kind;
 pub mod link;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Response, StatusCode};
+use http::Response;
 
-use self::body::{charset, is_html, Coding};
+use self::kind::Kind;
 use self::link::{Carry, Origin, Ticket};
 use crate::body::ProxyBody;
 
@@ -39,16 +41,18 @@ pub fn for_url_mode(
         HeaderValue::from_static("private, no-store"),
     );
 
-    let status = resp.status();
-    let has_body = !head && status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED;
-    let Some(origin) = origin else { return resp };
-    if !has_body || !is_html(resp.headers()) {
-        return resp;
-    }
-    let (Some(coding), Some(encoding)) = (Coding::of(resp.headers()), charset(resp.headers()))
-    else {
-        tracing::debug!("an HTML page in URL mode could not be rewritten (encoding)");
-        return resp;
+    // A browser must not sniff what the proxy judged.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+
+    let verdict = kind::of(resp.status(), resp.headers(), head);
+    let (coding, encoding, origin) = match (verdict, origin) {
+        (Kind::Nothing | Kind::Inert, _) => return resp,
+        (Kind::Html(coding, encoding), Some(origin)) => (coding, encoding, origin),
+        (Kind::Html(..), None) => return refuse(resp, "a page with no host to judge links by"),
+        (Kind::Unsafe(why), _) => return refuse(resp, why),
     };
     let (mut parts, body) = resp.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -56,6 +60,36 @@ pub fn for_url_mode(
     parts.headers.remove(header::ETAG);
     let body = self::body::rewrite(body, coding, encoding, origin.clone(), ticket.clone());
     Response::from_parts(parts, body)
+}
+
+/// A URL-mode response whose body cannot be made safe: the status and the
+/// proxy's headers stay, the body becomes a short notice (fails closed).
+fn refuse(resp: Response<ProxyBody>, why: &'static str) -> Response<ProxyBody> {
+    tracing::warn!(
+        why,
+        status = resp.status().as_u16(),
+        "a URL-mode response was withheld"
+    );
+    let (mut parts, _) = resp.into_parts();
+    for name in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+        header::ETAG,
+        header::CONTENT_TYPE,
+        header::LINK,
+        header::REFRESH,
+    ] {
+        parts.headers.remove(name);
+    }
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    let notice = "<!doctype html><meta charset=\"utf-8\"><title>Cannot show this page</title>\
+        <p>This page cannot be shown to a browser that refuses cookies: its format \
+        cannot be made safe for carrying the session in the address. Allow cookies \
+        for this site to see it.</p>\n";
+    Response::from_parts(parts, crate::body::full(notice))
 }
 
 /// Same-origin `Location` and `Refresh` headers carry the ticket (written
@@ -84,7 +118,7 @@ fn rewrite_redirects(headers: &mut HeaderMap, origin: &Origin, ticket: &Ticket) 
     }
 }
 
-static REFRESH: HeaderName = HeaderName::from_static("refresh");
+static REFRESH: HeaderName = header::REFRESH;
 
 /// Keeps the address of a page seen in URL mode (which holds the ticket)
 /// from reaching another origin through the response's headers:
@@ -117,6 +151,33 @@ pub fn guard_referrer(headers: &mut HeaderMap) {
         headers.append(header::LINK, link);
     }
     keep_address_from_reports(headers);
+}
+
+/// A redirect's own `Referrer-Policy` decides what `Referer` the next hop
+/// gets, and a browser may replay a cached redirect for a request made by
+/// a URL-mode page, whose address holds the ticket. So, whenever URL mode
+/// is possible, a redirect that would send full addresses to other origins
+/// (`unsafe-url`, `no-referrer-when-downgrade`) gets
+/// `strict-origin-when-cross-origin` (the browsers' default) instead.
+pub fn temper_redirect_policy(status: http::StatusCode, headers: &mut HeaderMap) {
+    if !status.is_redirection() {
+        return;
+    }
+    let weak = headers
+        .get_all(header::REFERRER_POLICY)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .map(str::trim)
+        .any(|t| {
+            t.eq_ignore_ascii_case("unsafe-url")
+                || t.eq_ignore_ascii_case("no-referrer-when-downgrade")
+        });
+    if weak {
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("strict-origin-when-cross-origin"),
+        );
+    }
 }
 
 /// Violation and network-error reports carry the page's address (and so,

@@ -123,7 +123,8 @@ struct UpstreamState {
 ///   [`Upstream::release_download`], then sends the rest;
 /// - `/stream.html?bytes=N`: the same, as HTML made of [`LINK`]s;
 /// - `/ws`: a WebSocket echo;
-/// - `/respond-with?h=Name:Value`: records the request, answers with those headers;
+/// - `/respond-with?h=Name:Value&status=N`: records the request, answers
+///   with that status and those headers;
 /// - anything else: records the request and answers `hello from upstream`.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -311,9 +312,13 @@ async fn route(
                         Some((n.to_owned(), v.to_owned()))
                     })
                     .collect();
+            let status = match query_number(&req, "status") {
+                0 => StatusCode::OK,
+                n => StatusCode::from_u16(n as u16).unwrap_or(StatusCode::OK),
+            };
             let (parts, _) = req.into_parts();
             state.record(Seen::of(&parts, Bytes::new()));
-            let mut resp = text(StatusCode::OK, "as you wish");
+            let mut resp = text(status, "as you wish");
             for (n, v) in pairs {
                 resp.headers_mut().append(
                     http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
