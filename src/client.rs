@@ -163,6 +163,12 @@ impl Browser {
         })
     }
 
+    /// Uses `connector` for `https://` (instead of one trusting the Mozilla
+    /// roots only).
+    pub fn use_tls(&mut self, connector: tokio_rustls::TlsConnector) {
+        self.tls = Some(connector);
+    }
+
     /// The session cookie (`CLOAKROOMSID`), if the browser holds one.
     pub fn session(&self) -> Option<&str> {
         self.cookies.get("CLOAKROOMSID").map(String::as_str)
@@ -399,9 +405,22 @@ where
 }
 
 fn tls_connector() -> Result<tokio_rustls::TlsConnector, FetchError> {
-    let roots = rustls::RootCertStore {
+    tls_connector_trusting(&[])
+}
+
+/// A TLS connector that trusts the Mozilla roots and also `extra` (e.g. a
+/// private CA), with ring as the provider; give it to [`Browser::use_tls`].
+pub fn tls_connector_trusting(
+    extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<tokio_rustls::TlsConnector, FetchError> {
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    for cert in extra {
+        roots
+            .add(cert.clone())
+            .map_err(|e| FetchError::Connect(std::io::Error::other(e)))?;
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

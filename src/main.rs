@@ -76,6 +76,9 @@ struct LoadArgs {
     /// How long one request may take.
     #[arg(long, default_value = "30s")]
     timeout: String,
+    /// Also trust the CA certificates in this PEM file (https targets).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -224,6 +227,7 @@ fn load_options(args: &LoadArgs) -> Result<cloakroom::load::Options, String> {
         cookieless: args.cookieless,
         paths,
         timeout: duration("--timeout", &args.timeout)?,
+        ca_file: args.ca_file.clone(),
     };
     options.check().map_err(|e| e.to_string())?;
     Ok(options)

@@ -232,3 +232,73 @@ async fn bad_input_is_refused_before_the_run() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+/// An HTTPS site with a certificate made for this test: the generator
+/// trusts it only when told to (`--ca-file`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_targets_are_verified() {
+    use std::sync::Arc;
+
+    use http_body_util::Full;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    let cert: CertificateDer<'static> = certified.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                        bytes::Bytes::from_static(b"secure hello"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    let target = format!("https://localhost:{port}/");
+    let ca = ca.to_str().unwrap().to_owned();
+    let (code, report, stderr) = load(&strings(&[
+        "--target",
+        &target,
+        "--users",
+        "2",
+        "--requests",
+        "20",
+        "--ca-file",
+        &ca,
+    ]))
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report.unwrap()["ok"], 20);
+    // Without the CA the certificate is unknown: refused before the run.
+    let (code, _, stderr) = load(&strings(&["--target", &target, "--requests", "5"])).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("connect"), "{stderr}");
+}

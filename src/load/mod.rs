@@ -65,6 +65,8 @@ pub struct Options {
     pub paths: Vec<(u32, String)>,
     /// How long one request may take.
     pub timeout: Duration,
+    /// Extra CA certificates (PEM) trusted for `https://` targets.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Why a run could not start.
@@ -76,6 +78,14 @@ pub enum LoadError {
     /// The paths file cannot be read or parsed.
     #[error("--paths {path}: {message}")]
     Paths {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The CA file cannot be read.
+    #[error("--ca-file {path}: {message}")]
+    CaFile {
         /// The file.
         path: String,
         /// What is wrong with it.
@@ -230,21 +240,26 @@ pub async fn run(opts: Options, progress: bool) -> Result<Report, LoadError> {
 
     // The first user alone: a target that is down or a login that fails
     // stops the run before it starts.
+    let tls = match &opts.ca_file {
+        Some(path) => Some(trusting(path)?),
+        None => None,
+    };
     // Logins go a few at a time: a proxy checks only a few passwords at
     // once, and counts attempts in flight against its throttle.
     let gate = Arc::new(tokio::sync::Semaphore::new(LOGINS_AT_ONCE));
-    let first = set_up(&site, &target_path, &opts, 0, &gate).await?;
+    let first = set_up(&site, &target_path, &opts, 0, &gate, tls.clone()).await?;
     let mut users = vec![first];
     let mut rest = Vec::new();
     for n in 1..opts.users {
-        let (site, target_path, opts, gate) = (
+        let (site, target_path, opts, gate, tls) = (
             site.clone(),
             target_path.clone(),
             opts.clone(),
             gate.clone(),
+            tls.clone(),
         );
         rest.push(tokio::spawn(async move {
-            set_up(&site, &target_path, &opts, n, &gate).await
+            set_up(&site, &target_path, &opts, n, &gate, tls).await
         }));
     }
     for task in rest {
@@ -314,8 +329,12 @@ async fn set_up(
     opts: &Options,
     n: usize,
     gate: &tokio::sync::Semaphore,
+    tls: Option<tokio_rustls::TlsConnector>,
 ) -> Result<User, LoadError> {
     let mut browser = Browser::at(site).map_err(|e| LoadError::Option(e.to_string()))?;
+    if let Some(tls) = tls {
+        browser.use_tls(tls);
+    }
     browser.timeout = opts.timeout;
     browser.refuse_cookies = opts.cookieless;
     browser.user_agent = Some(format!(
@@ -411,6 +430,25 @@ async fn set_up(
         has_session,
         login_us: None,
     })
+}
+
+/// A TLS connector trusting the CA certificates in the PEM file at `path`
+/// as well as the usual roots.
+fn trusting(path: &Path) -> Result<tokio_rustls::TlsConnector, LoadError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let fail = |message: String| LoadError::CaFile {
+        path: path.display().to_string(),
+        message,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| fail(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(fail("no certificates in the file".into()));
+    }
+    crate::client::tls_connector_trusting(&certs).map_err(|e| fail(e.to_string()))
 }
 
 fn ticket_in(url: &str) -> Option<String> {
