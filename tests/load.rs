@@ -302,3 +302,47 @@ async fn https_targets_are_verified() {
     assert_eq!(code, 2);
     assert!(stderr.contains("connect"), "{stderr}");
 }
+
+/// Sessions that end during the run (here: a one-second absolute lifetime)
+/// show as lost sessions, not as successes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_that_end_mid_run_are_counted_as_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(
+        &upstream,
+        "",
+        &format!(
+            "[auth]\nusers_file = {:?}\nprotect = [\"/\"]\n\
+             [session]\nstore = \"memory\"\nabsolute_timeout = \"1s\"\nidle_timeout = \"1s\"",
+            users_file(&dir)
+        ),
+    )
+    .await;
+    let target = proxy.url("/books");
+    let (code, report, stderr) = load(&strings(&[
+        "--target",
+        &target,
+        "--users",
+        "2",
+        "--rate",
+        "50",
+        "--duration",
+        "3s",
+        "--login",
+        "alice:wonderland",
+    ]))
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let r = report.unwrap();
+    let lost = r["lost_sessions"].as_u64().unwrap();
+    assert!(lost > 0, "{r}");
+    assert_eq!(r["errors"]["lost_session"].as_u64().unwrap(), lost);
+    assert_eq!(
+        r["ok"].as_u64().unwrap() + lost,
+        r["requests"].as_u64().unwrap(),
+        "{r}"
+    );
+    // What reached the upstream is exactly what was not lost.
+    assert_eq!(upstream.seen().len() as u64, r["ok"].as_u64().unwrap());
+}
