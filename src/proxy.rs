@@ -267,12 +267,14 @@ fn clean_target<B>(req: &mut Request<B>, name: &str) -> Result<(), ProxyError> {
     }
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let cleaned = link::strip_param(&link::strip_param(target, probe::MARKER), name);
+    set_target(req, cleaned)
+}
+
+/// Replaces the request's path and query, keeping scheme and authority.
+fn set_target<B>(req: &mut Request<B>, target: String) -> Result<(), ProxyError> {
+    let bad = |_| ProxyError::BadRequest("bad request target\n");
     let mut parts = req.uri().clone().into_parts();
-    parts.path_and_query = Some(
-        cleaned
-            .parse()
-            .map_err(|_| ProxyError::BadRequest("bad request target\n"))?,
-    );
+    parts.path_and_query = Some(target.parse().map_err(bad)?);
     *req.uri_mut() =
         Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("bad request target\n"))?;
     Ok(())
@@ -397,15 +399,7 @@ fn settle_path<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
         Some(query) => format!("{canonical}?{query}"),
         None => canonical,
     };
-    let mut parts = req.uri().clone().into_parts();
-    parts.path_and_query = Some(
-        target
-            .parse()
-            .map_err(|_| ProxyError::BadRequest("bad request target\n"))?,
-    );
-    *req.uri_mut() =
-        Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("bad request target\n"))?;
-    Ok(())
+    set_target(req, target)
 }
 
 /// A reverse proxy forwards requests for paths; it opens no tunnels.

@@ -456,8 +456,8 @@ async fn a_login_body_that_trickles_in_is_cut_off() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
 
-#[tokio::test]
-async fn anonymous_logouts_write_nothing_to_the_file_store() {
+/// A proxy with the file store in a directory of the test's own.
+async fn file_store_proxy() -> (Upstream, Proxy, tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let sessions = dir.path().join("sessions");
     let upstream = Upstream::start().await;
@@ -470,6 +470,12 @@ async fn anonymous_logouts_write_nothing_to_the_file_store() {
         ),
     )
     .await;
+    (upstream, proxy, dir, sessions)
+}
+
+#[tokio::test]
+async fn anonymous_logouts_write_nothing_to_the_file_store() {
+    let (_upstream, proxy, _dir, sessions) = file_store_proxy().await;
     for _ in 0..20 {
         // A new ID, its CSRF token (the login page's second visit shows the
         // session's own), then a logout of a session that holds nothing.
@@ -486,18 +492,7 @@ async fn anonymous_logouts_write_nothing_to_the_file_store() {
 
 #[tokio::test]
 async fn anonymous_url_mode_jars_are_budgeted_per_address() {
-    let dir = tempfile::tempdir().unwrap();
-    let sessions = dir.path().join("sessions");
-    let upstream = Upstream::start().await;
-    let proxy = Proxy::start(
-        &upstream,
-        "",
-        &format!(
-            "[session]\nstore = \"file\"\ndir = {:?}",
-            sessions.to_str().unwrap()
-        ),
-    )
-    .await;
+    let (_upstream, proxy, _dir, sessions) = file_store_proxy().await;
     // Each round: a new cookie-refusing visitor, probed into URL mode, on a
     // page that sets an application cookie.
     for round in 0..40 {
