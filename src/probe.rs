@@ -174,6 +174,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_full_loop_guard_keeps_probing() {
+        // Filled with distinct clients (say, by an attacker varying its
+        // User-Agent), the guard must not switch probing off for everyone.
+        let p = Probes::default();
+        for key in 0..MAX_TRACKED as u64 {
+            p.recent.insert(key, (0, 1));
+        }
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..MAX_PROBES + 2 {
+            assert!(p.allow(ip, b"a new visitor", 1), "probing was switched off");
+        }
+        assert_eq!(p.recent.len(), MAX_TRACKED, "the guard grew past its cap");
+    }
+
+    #[test]
     fn the_loop_guard_stops_after_a_few_probes() {
         let p = Probes::default();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
