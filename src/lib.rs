@@ -8,6 +8,7 @@
 //! - [`proxy`]: [`proxy::handle`], the request pipeline as named steps.
 //! - [`session`]: signed IDs, the session cookie, lifetimes, the stores.
 //! - [`login`]: the proxy's own pages under `/.cloakroom/` (login, logout).
+//! - [`reserved`]: the names of those paths, and which requests are for them.
 //! - [`auth`]: users and passwords, access rules, login throttling.
 //! - [`identity`]: the identity header and upstream-driven login/logout.
 //! - [`upstream`]: the pooled client, request rewriting, upgrade tunnels.
@@ -74,6 +75,7 @@ pub mod load;
 pub mod login;
 pub mod probe;
 pub mod proxy;
+pub mod reserved;
 pub mod rewrite;
 pub mod server;
 pub mod session;

@@ -33,32 +33,12 @@ use crate::session::{Client, Current, SessionChange};
 use crate::upstream::Peer;
 use crate::App;
 
-/// Paths under this prefix are the proxy's own.
-pub const PREFIX: &str = "/.cloakroom/";
-/// The login form.
-pub const LOGIN_PATH: &str = "/.cloakroom/login";
-/// The logout endpoint.
-pub const LOGOUT_PATH: &str = "/.cloakroom/logout";
-/// Where URL mode sends form submissions: `/.cloakroom/f/TICKET/PATH`.
-pub const FORM_PREFIX: &str = "/.cloakroom/f/";
+pub use crate::reserved::{is_reserved, FORM_PREFIX, LOGIN_PATH, LOGOUT_PATH, PREFIX};
 
 /// Label under which CSRF tokens are derived from the session ID.
 const CSRF: &[u8] = b"csrf";
 /// Purpose of the login form token given to a visitor with no session.
 const ANONYMOUS_LOGIN: &[u8] = b"login";
-
-/// Whether `path` (canonical) is one of the proxy's own: its first segment
-/// reads as `.cloakroom` in any case or spelling (`/%2ecloakroom/`,
-/// `/.CLOAKROOM;x/`), so no spelling of a reserved path reaches the upstream.
-pub fn is_reserved(path: &str) -> bool {
-    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    if !first.starts_with(['.', '%']) {
-        return false;
-    }
-    crate::target::segment_readings(first.as_bytes())
-        .iter()
-        .any(|r| r.eq_ignore_ascii_case(b".cloakroom"))
-}
 
 /// Answers a request under `/.cloakroom/`.
 pub async fn answer(

@@ -106,7 +106,7 @@ pub fn rewrite_url(
         Carry::FormPath => {
             let path = format!(
                 "{}{}{}",
-                crate::login::FORM_PREFIX,
+                crate::reserved::FORM_PREFIX,
                 ticket.id,
                 target.path()
             );
