@@ -102,6 +102,14 @@ impl Page {
     }
 }
 
+/// The session ticket (`CLOAKROOMSID=…`) in a URL's query, if any.
+pub fn ticket_in(url: &str) -> Option<String> {
+    let query = url.split_once('?')?.1.split('#').next()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "CLOAKROOMSID")
+        .map(|(_, v)| v.into_owned())
+}
+
 /// The double-quoted attribute `name` of one tag's source text.
 fn attr(tag: &str, name: &str) -> Option<String> {
     let marker = format!(" {name}=\"");
@@ -245,14 +253,9 @@ impl Browser {
         }
         let timeout = self.timeout;
         let work = self.exchange(method, &url, target, form);
-        match tokio::time::timeout(timeout, work).await {
-            Ok(result) => result,
-            Err(_) => {
-                // A request cut off mid-way leaves the connection unusable.
-                self.connections.remove(&origin_key(&url));
-                Err(FetchError::Timeout)
-            }
-        }
+        tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or(Err(FetchError::Timeout))
     }
 
     async fn exchange(
@@ -296,36 +299,21 @@ impl Browser {
             .body(body)
             .map_err(|_| FetchError::BadUrl(url.to_string()))?;
 
+        // The connection is taken out for the exchange and put back only
+        // when it went well: one that failed or was cut off (timeout) is
+        // simply dropped.
         let key = origin_key(url);
-        let sender = match self.connections.get_mut(&key) {
+        let mut sender = match self.connections.remove(&key) {
             Some(sender) if !sender.is_closed() => sender,
-            _ => {
-                let sender = self.connect(url).await?;
-                self.connections.insert(key.clone(), sender);
-                self.connections.get_mut(&key).ok_or(FetchError::Timeout)?
-            }
+            _ => self.connect(url).await?,
         };
         if sender.ready().await.is_err() {
-            self.connections.remove(&key);
-            let fresh = self.connect(url).await?;
-            self.connections.insert(key.clone(), fresh);
+            sender = self.connect(url).await?;
         }
-        let sender = self.connections.get_mut(&key).ok_or(FetchError::Timeout)?;
-        let resp = match sender.send_request(req).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                self.connections.remove(&key);
-                return Err(FetchError::Http(e));
-            }
-        };
+        let resp = sender.send_request(req).await.map_err(FetchError::Http)?;
         let (parts, body) = resp.into_parts();
-        let body = match body.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) => {
-                self.connections.remove(&key);
-                return Err(FetchError::Http(e));
-            }
-        };
+        let body = body.collect().await.map_err(FetchError::Http)?.to_bytes();
+        self.connections.insert(key, sender);
         if !self.refuse_cookies {
             self.keep_cookies(&parts.headers);
         }

@@ -136,7 +136,7 @@ pub fn answer<B>(
             name: name.to_owned(),
             id: sessions.ticket(&current.id, client),
         };
-        link::with_ticket(&clean(), &ticket, false)
+        link::with_ticket(&clean(), &ticket)
     };
     if current.in_url {
         return url
@@ -164,7 +164,6 @@ pub fn answer<B>(
             name: MARKER.to_owned(),
             id: sessions.client_token(PROBE_TOKEN, client),
         },
-        false,
     );
     Some(answer::redirect(StatusCode::FOUND, &probe))
 }

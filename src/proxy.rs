@@ -238,7 +238,7 @@ impl Page {
             from_url_mode: req.headers().get(header::REFERER).is_some_and(|r| {
                 r.as_bytes()
                     .windows(name.len() + 1)
-                    .any(|w| w.starts_with(name.as_bytes()) && w.ends_with(b"="))
+                    .any(|w| w.ends_with(b"=") && &w[..name.len()] == name.as_bytes())
             }),
             tls: peer.tls || secure,
             head: req.method() == Method::HEAD,
@@ -272,11 +272,10 @@ fn clean_target<B>(req: &mut Request<B>, name: &str) -> Result<(), ProxyError> {
 
 /// Replaces the request's path and query, keeping scheme and authority.
 fn set_target<B>(req: &mut Request<B>, target: String) -> Result<(), ProxyError> {
-    let bad = |_| ProxyError::BadRequest("bad request target\n");
+    const BAD: ProxyError = ProxyError::BadRequest("bad request target\n");
     let mut parts = req.uri().clone().into_parts();
-    parts.path_and_query = Some(target.parse().map_err(bad)?);
-    *req.uri_mut() =
-        Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("bad request target\n"))?;
+    parts.path_and_query = Some(target.parse().map_err(|_| BAD)?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| BAD)?;
     Ok(())
 }
 
@@ -286,8 +285,7 @@ fn set_target<B>(req: &mut Request<B>, target: String) -> Result<(), ProxyError>
 /// the ID (a client echoing its address elsewhere) is dropped.
 fn scrub_id(headers: &mut http::HeaderMap, name: &str, current: &Current) {
     let id = current.id.as_str().as_bytes();
-    let holds =
-        |v: &HeaderValue, needle: &[u8]| v.as_bytes().windows(needle.len()).any(|w| w == needle);
+    let holds = |v: &HeaderValue, needle: &[u8]| contains(v.as_bytes(), needle);
     if let Some(referer) = headers.get(header::REFERER) {
         if holds(referer, name.as_bytes()) || holds(referer, id) {
             // Browsers send no fragment in Referer; the query is cut as usual.
@@ -313,6 +311,11 @@ fn scrub_id(headers: &mut http::HeaderMap, name: &str, current: &Current) {
             headers.remove(&name);
         }
     }
+}
+
+/// Whether `needle` occurs in `haystack` (header values are short).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Adds the cookies the application set earlier (kept in the jar) to a

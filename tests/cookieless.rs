@@ -5,6 +5,7 @@ mod support;
 
 use std::sync::OnceLock;
 
+use cloakroom::client::ticket_in as id_in;
 use http::{HeaderMap, Request, StatusCode};
 use support::*;
 
@@ -70,13 +71,6 @@ fn page((status, headers, body): (StatusCode, HeaderMap, bytes::Bytes)) -> Page 
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
-}
-
-fn id_in(url: &str) -> Option<String> {
-    let query = url.split_once('?')?.1.split('#').next()?;
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == NAME)
-        .map(|(_, v)| v.into_owned())
 }
 
 /// The `href`/`action` of the element with this id, entities decoded.

@@ -7,6 +7,7 @@ mod support;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use cloakroom::client::ticket_in;
 use http::{Request, StatusCode};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -59,13 +60,6 @@ async fn log_in(b: &mut Browser, user: &str, password: &str) -> Page {
         &[("csrf", &csrf), ("username", user), ("password", password)],
     )
     .await
-}
-
-fn ticket_in(url: &str) -> Option<String> {
-    let query = url.split_once('?')?.1;
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == NAME)
-        .map(|(_, v)| v.into_owned())
 }
 
 // ---- 1. what the rules judge is what the upstream receives ------------------

@@ -30,7 +30,7 @@ use hdrhistogram::Histogram;
 use http::{Method, StatusCode};
 use url::Url;
 
-use crate::client::{Browser, FetchError, Raw};
+use crate::client::{ticket_in, Browser, FetchError, Raw};
 
 pub use self::report::Report;
 
@@ -194,10 +194,8 @@ impl Tally {
 }
 
 fn histogram() -> Histogram<u64> {
-    // 1 µs to 10 min at 3 significant digits; the bounds are valid constants.
-    Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| {
-        Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits are valid"))
-    })
+    // 1 µs to 10 min at 3 significant digits: constant, valid bounds.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
 /// A user ready to run: its browser, and whether it is logged in.
@@ -411,8 +409,7 @@ async fn set_up(
             login_us: Some(login_us),
         });
     }
-    let (page, landed) = browser.visit(target_path).await.map_err(unreachable)?;
-    let _ = page;
+    let (_, landed) = browser.visit(target_path).await.map_err(unreachable)?;
     let has_session = if opts.cookieless {
         match ticket_in(&landed) {
             Some(ticket) => {
@@ -449,13 +446,6 @@ fn trusting(path: &Path) -> Result<tokio_rustls::TlsConnector, LoadError> {
         return Err(fail("no certificates in the file".into()));
     }
     crate::client::tls_connector_trusting(&certs).map_err(|e| fail(e.to_string()))
-}
-
-fn ticket_in(url: &str) -> Option<String> {
-    let query = url.split_once('?')?.1.split('#').next()?;
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "CLOAKROOMSID")
-        .map(|(_, v)| v.into_owned())
 }
 
 /// The run's schedule, shared by every user.

@@ -103,7 +103,7 @@ fn form_target<B>(app: &App, req: &Request<B>) -> Response<ProxyBody> {
     };
     answer::redirect(
         StatusCode::TEMPORARY_REDIRECT,
-        &link::with_ticket(&target, &ticket, false),
+        &link::with_ticket(&target, &ticket),
     )
 }
 

@@ -75,21 +75,6 @@ pub fn charset(headers: &HeaderMap) -> Option<&'static encoding_rs::Encoding> {
     }
 }
 
-/// Whether a response's `Content-Type` is HTML.
-pub fn is_html(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .is_some_and(|t| t == "text/html" || t == "application/xhtml+xml")
-}
-
 /// `body` (encoded with `coding`) rewritten for `ticket`, decoded, as a new
 /// streaming body. Callers drop `Content-Length` and `Content-Encoding`.
 pub fn rewrite(
@@ -205,17 +190,11 @@ mod tests {
             HeaderValue::from_static("text/html; charset=\"ISO-8859-1\""),
         );
         assert_eq!(charset(&h), Some(encoding_rs::WINDOWS_1252));
-        assert!(is_html(&h));
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html;charset=utf-16"),
         );
         assert_eq!(charset(&h), None);
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        assert!(!is_html(&h));
     }
 
     fn ticket() -> (Origin, Ticket) {

@@ -129,10 +129,9 @@ pub fn attribute_url(raw: &str) -> Option<String> {
     decode_entities(raw)
 }
 
-/// Adds `name=id` to the query of `url_text`, before any fragment, removing
-/// any earlier value of the parameter. `in_html` writes `&amp;` between
-/// parameters (attribute source text), otherwise `&`.
-pub fn with_ticket(url_text: &str, ticket: &Ticket, in_html: bool) -> String {
+/// Adds `name=id` to the query of `url_text` (a plain URL, not attribute
+/// text), before any fragment, removing any earlier value of the parameter.
+pub fn with_ticket(url_text: &str, ticket: &Ticket) -> String {
     let (before_fragment, fragment) = match url_text.find('#') {
         Some(i) => url_text.split_at(i),
         None => (url_text, ""),
@@ -141,15 +140,14 @@ pub fn with_ticket(url_text: &str, ticket: &Ticket, in_html: bool) -> String {
         Some(i) => (&before_fragment[..i], Some(&before_fragment[i + 1..])),
         None => (before_fragment, None),
     };
-    let amp = if in_html { "&amp;" } else { "&" };
     let mut out = String::with_capacity(url_text.len() + ticket.name.len() + ticket.id.len() + 8);
     out.push_str(path);
     out.push('?');
     if let Some(query) = query {
-        let kept = without_param_in(query, &ticket.name, in_html);
+        let kept = without_param(query, &ticket.name);
         if !kept.is_empty() {
             out.push_str(&kept);
-            out.push_str(amp);
+            out.push('&');
         }
     }
     out.push_str(&ticket.name);
@@ -169,20 +167,7 @@ pub fn param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
 
 /// `query` without parameter `name`, every other pair byte for byte and in order.
 pub fn without_param(query: &str, name: &str) -> String {
-    without_param_in(query, name, false)
-}
-
-fn without_param_in(query: &str, name: &str, in_html: bool) -> String {
     let is_ours = |pair: &str| pair.split_once('=').map_or(pair, |(k, _)| k) == name;
-    if in_html {
-        // In attribute text, pairs may be separated by `&amp;` or `&`.
-        let normalized = query.replace("&amp;", "&");
-        let kept: Vec<&str> = normalized
-            .split('&')
-            .filter(|p| !p.is_empty() && !is_ours(p))
-            .collect();
-        return kept.join("&amp;");
-    }
     query
         .split('&')
         .filter(|p| !is_ours(p))
@@ -258,7 +243,7 @@ pub fn refresh_parts(content: &str) -> Option<(&str, Option<&str>)> {
 /// Decodes the character references that can hide a scheme or a host in an
 /// attribute (`&#106;avascript:`, `&colon;`, `&sol;&sol;evil`). `None` when
 /// a named reference is not one of these: such a link is left alone.
-pub fn decode_entities(raw: &str) -> Option<String> {
+fn decode_entities(raw: &str) -> Option<String> {
     if !raw.contains('&') {
         return Some(raw.to_owned());
     }
@@ -488,10 +473,7 @@ mod tests {
         assert_eq!(strip_param("/p?SID=x", "SID"), "/p");
         assert_eq!(strip_param("/p", "SID"), "/p");
         assert_eq!(strip_param("/p?a=1&SID=x&SID=y&a=1", "SID"), "/p?a=1&a=1");
-        assert_eq!(
-            with_ticket("/p?a=1#f", &ticket(), false),
-            "/p?a=1&SID=abc#f"
-        );
+        assert_eq!(with_ticket("/p?a=1#f", &ticket()), "/p?a=1&SID=abc#f");
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod html;
 pub mod kind;
 pub mod link;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::Response;
 
 use self::kind::Kind;
@@ -106,19 +106,17 @@ fn rewrite_redirects(headers: &mut HeaderMap, origin: &Origin, ticket: &Ticket) 
             headers.insert(header::LOCATION, value);
         }
     }
-    if let Some(refresh) = headers.get(&REFRESH).and_then(|v| v.to_str().ok()) {
+    if let Some(refresh) = headers.get(header::REFRESH).and_then(|v| v.to_str().ok()) {
         let rewritten = match link::refresh_parts(refresh) {
             Some((time, Some(url))) => link::rewrite_url(url, base, origin, ticket, Carry::Query)
                 .map(|new| format!("{time}; url={new}")),
             _ => None,
         };
         if let Some(value) = rewritten.and_then(|r| HeaderValue::from_str(&r).ok()) {
-            headers.insert(&REFRESH, value);
+            headers.insert(header::REFRESH, value);
         }
     }
 }
-
-static REFRESH: HeaderName = header::REFRESH;
 
 /// Keeps the address of a page seen in URL mode (which holds the ticket)
 /// from reaching another origin through the response's headers:

@@ -57,6 +57,13 @@ use crate::config::{ConfigError, SameSiteKind, SessionConfig, StoreKind};
 
 /// Tolerance for IDs issued "in the future" (another instance's clock).
 const CLOCK_SKEW_MS: u64 = 60_000;
+/// Whether a presented secret equals the expected one, in constant time
+/// (for texts of the same length; the length itself is not secret).
+fn same_secret(expected: &str, presented: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    expected.len() == presented.len() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+}
+
 /// The visitor's session for one request.
 #[derive(Debug, Clone)]
 pub struct Current {
@@ -236,7 +243,13 @@ impl Sessions {
     /// An ID with nothing stored is honoured for one idle period after it
     /// was issued: the longest a session that was never used could live.
     fn fresh_enough(&self, id: &SessionId, now: u64) -> bool {
-        let issued = id.issued().saturating_mul(1000);
+        self.within_one_idle_period(id.issued(), now)
+    }
+
+    /// Whether something issued at `issued_secs` is younger than one idle
+    /// period at `now` (ms), allowing for another instance's clock skew.
+    fn within_one_idle_period(&self, issued_secs: u64, now: u64) -> bool {
+        let issued = issued_secs.saturating_mul(1000);
         let idle = u64::try_from(self.lifetimes.idle.as_millis()).unwrap_or(u64::MAX);
         issued <= now.saturating_add(CLOCK_SKEW_MS) && now < issued.saturating_add(idle)
     }
@@ -310,10 +323,7 @@ impl Sessions {
     /// Whether `presented` is this session's token for `purpose`
     /// (compared in constant time).
     pub fn token_matches(&self, purpose: &[u8], id: &SessionId, presented: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        let expected = self.token(purpose, id);
-        expected.len() == presented.len()
-            && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+        same_secret(&self.token(purpose, id), presented)
     }
 
     /// Stores `session` under `id`.

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use http::header::{HeaderMap, HeaderValue};
 
 use super::id::SessionId;
-use super::{Sessions, CLOCK_SKEW_MS};
+use super::{same_secret, Sessions};
 
 /// Label of the tag that binds a URL ticket to its client.
 const URL_BINDING: &[u8] = b"url-binding";
@@ -35,21 +35,25 @@ impl<'a> Client<'a> {
             .map_or(&b""[..], HeaderValue::as_bytes);
         Client { ip, user_agent }
     }
+
+    /// The address as 16 bytes (IPv4 mapped into IPv6), for keyed tags.
+    fn address(&self) -> [u8; 16] {
+        match self.ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        }
+    }
 }
 
 impl Sessions {
     /// The ID part of a URL ticket, when the ticket was made for `client`
     /// (compared in constant time).
     pub(super) fn ticket_id<'t>(&self, ticket: &'t str, client: Client<'_>) -> Option<&'t str> {
-        use subtle::ConstantTimeEq;
         let Some((id, tag)) = ticket.split_once('.') else {
             self.forged.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        let expected = self.binding_tag(id, client);
-        let bound =
-            expected.len() == tag.len() && bool::from(expected.as_bytes().ct_eq(tag.as_bytes()));
-        if !bound {
+        if !same_secret(&self.binding_tag(id, client), tag) {
             let total = self.misbound.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::debug!(
                 total,
@@ -62,14 +66,11 @@ impl Sessions {
 
     fn binding_tag(&self, id: &str, client: Client<'_>) -> String {
         use base64::Engine;
-        let ip = match (self.bind_address, client.ip) {
-            (false, _) => Vec::new(),
-            (true, IpAddr::V4(v4)) => v4.octets().to_vec(),
-            (true, IpAddr::V6(v6)) => v6.octets().to_vec(),
-        };
+        let address = client.address();
+        let address: &[u8] = if self.bind_address { &address } else { &[] };
         let tag = self
             .keys
-            .derive(URL_BINDING, &[id.as_bytes(), &ip, client.user_agent]);
+            .derive(URL_BINDING, &[id.as_bytes(), address, client.user_agent]);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag[..12])
     }
 
@@ -89,28 +90,25 @@ impl Sessions {
     /// Whether `token` is a [`Sessions::client_token`] for `purpose` and
     /// `client` that has not expired (compared in constant time).
     pub fn client_token_matches(&self, purpose: &[u8], token: &str, client: Client<'_>) -> bool {
-        use subtle::ConstantTimeEq;
         let Some((issued, tag)) = token.strip_prefix('a').and_then(|t| t.split_once('.')) else {
             return false;
         };
         let Ok(issued_secs) = issued.parse::<u64>() else {
             return false;
         };
-        let now = self.clock.now_ms();
-        let issued_ms = issued_secs.saturating_mul(1000);
-        let idle = u64::try_from(self.lifetimes.idle.as_millis()).unwrap_or(u64::MAX);
-        let live =
-            issued_ms <= now.saturating_add(CLOCK_SKEW_MS) && now < issued_ms.saturating_add(idle);
-        let expected = self.client_tag(purpose, issued_secs, client);
-        live && expected.len() == tag.len() && bool::from(expected.as_bytes().ct_eq(tag.as_bytes()))
+        self.within_one_idle_period(issued_secs, self.clock.now_ms())
+            && same_secret(&self.client_tag(purpose, issued_secs, client), tag)
     }
 
     fn client_tag(&self, purpose: &[u8], issued_secs: u64, client: Client<'_>) -> String {
         use base64::Engine;
-        let ip = client.ip.to_string();
         let tag = self.keys.derive(
             &[CLIENT_TOKEN, purpose].concat(),
-            &[&issued_secs.to_be_bytes(), ip.as_bytes(), client.user_agent],
+            &[
+                &issued_secs.to_be_bytes(),
+                &client.address(),
+                client.user_agent,
+            ],
         );
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag[..16])
     }
