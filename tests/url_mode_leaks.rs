@@ -34,6 +34,15 @@ struct Doc {
 
 const AUTO: &str = "void 0";
 
+/// Documents that leak the page's address when served without the proxy.
+const CONTROLS: &[&str] = &[
+    "page-referrer-policy",
+    "no-content-type",
+    "two-content-types",
+    "xml-document",
+    "utf16-bom",
+];
+
 const CORPUS: &[Doc] = &[
     Doc {
         name: "late-base",
@@ -421,7 +430,28 @@ async fn chromium_in_url_mode_never_sends_the_id_to_another_origin() {
     }
     assert!(actions >= 25);
 
+    // Controls: some documents straight from the application, with a marker
+    // where the ticket would be. They must leak it (else they prove nothing
+    // about the proxy); through the proxy, above, they must not.
+    for doc in CONTROLS {
+        let url = format!("http://{app}/doc/{doc}?control=MARK-{doc}");
+        chrome.navigate(&url).await;
+        chrome.wait_for(&format!("/doc/{doc}")).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let requests = foreign.requests();
+    for doc in CONTROLS {
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.contains(&format!("control=MARK-{doc}"))),
+            "the control for {doc} did not leak without the proxy: the document tests nothing"
+        );
+    }
+    let requests: Vec<String> = requests
+        .into_iter()
+        .filter(|r| !r.contains("control=MARK-"))
+        .collect();
     if std::env::var("LEAKS_DEBUG").is_ok() {
         for r in &requests {
             let first = r.lines().next().unwrap_or("");
