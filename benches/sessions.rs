@@ -4,23 +4,15 @@
 //!
 //! Run: `cargo bench --bench sessions`. Compare figures only within one run.
 
-use std::time::Duration;
-
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 
 use cloakroom::session::cookie;
-use cloakroom::session::data::{Lifetimes, Session};
+use cloakroom::session::data::Session;
 use cloakroom::session::id::{Keys, SessionId};
 use cloakroom::session::store::file::FileStore;
 use cloakroom::session::store::memory::MemoryStore;
-use cloakroom::session::store::SessionStore;
-
-const LIFETIMES: Lifetimes = Lifetimes {
-    idle: Duration::from_secs(30 * 60),
-    absolute: Duration::from_secs(12 * 3600),
-    remember_me: Duration::from_secs(180 * 86400),
-};
+use cloakroom::session::store::{Changes, Save, SessionStore};
 const NOW: u64 = 1_800_000_000_000;
 const SESSIONS: usize = 10_000;
 
@@ -97,36 +89,46 @@ fn stores(c: &mut Criterion) {
     let absent = ids(1).pop().unwrap();
     let dir = tempfile::tempdir().unwrap();
 
-    let memory = MemoryStore::new(LIFETIMES);
+    let memory = MemoryStore::new();
     let file = rt.block_on(async {
-        let file = FileStore::open(&dir.path().join("sessions"), LIFETIMES, NOW).unwrap();
+        let file = FileStore::open(&dir.path().join("sessions"), NOW).unwrap();
         for id in &stored {
-            memory.save(id, &session()).await.unwrap();
-            file.save(id, &session()).await.unwrap();
+            let save = || Changes {
+                save: Some(Save {
+                    key: id.key(),
+                    session: session(),
+                    expires_at: NOW + 3_600_000,
+                }),
+                revoke: None,
+            };
+            memory.commit(save()).await.unwrap();
+            file.commit(save()).await.unwrap();
         }
         file
     });
+    let stored: Vec<_> = stored.iter().map(SessionId::key).collect();
+    let absent = absent.key();
 
     let mut g = c.benchmark_group("store");
     let mut i = 0usize;
     g.bench_function("memory_hit", |b| {
         b.to_async(&rt).iter(|| {
             i = (i + 1) % SESSIONS;
-            memory.visit(&stored[i], NOW + 1)
+            memory.load(&stored[i], NOW + 1)
         })
     });
     g.bench_function("memory_miss", |b| {
-        b.to_async(&rt).iter(|| memory.visit(&absent, NOW + 1))
+        b.to_async(&rt).iter(|| memory.load(&absent, NOW + 1))
     });
-    // Visits within the touch interval: served from memory, no disk write.
+    // Served from memory, no disk read.
     g.bench_function("file_hit", |b| {
         b.to_async(&rt).iter(|| {
             i = (i + 1) % SESSIONS;
-            file.visit(&stored[i], NOW + 1)
+            file.load(&stored[i], NOW + 1)
         })
     });
     g.bench_function("file_miss", |b| {
-        b.to_async(&rt).iter(|| file.visit(&absent, NOW + 1))
+        b.to_async(&rt).iter(|| file.load(&absent, NOW + 1))
     });
     g.finish();
 }

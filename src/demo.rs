@@ -40,7 +40,9 @@ pub async fn run(
     let state = StateDir::create()?;
     let config = Config::parse(&config_text(listen, app_addr, &state.0)?)
         .map_err(|e| format!("demo configuration: {e}"))?;
-    let app = App::new(config).map_err(|e| format!("demo configuration: {e}"))?;
+    let app = App::build(config)
+        .await
+        .map_err(|e| format!("demo configuration: {e}"))?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("listen: cannot bind {listen}: {e} (try --listen 127.0.0.1:0)"))?;
@@ -51,9 +53,9 @@ pub async fn run(
          the demo app (no login of its own) runs on http://{app_addr}/\n  stop with Ctrl-C\n",
         DEMO_USER.0, DEMO_USER.1
     );
-    server::run(listener, app, shutdown)
-        .await
-        .map_err(|e| format!("server failed: {e}"))
+    let served = server::run(listener, app.clone(), shutdown).await;
+    app.shutdown();
+    served.map_err(|e| format!("server failed: {e}"))
 }
 
 /// The demo's configuration: the embedded defaults, a memory store, and the

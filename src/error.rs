@@ -100,9 +100,9 @@ mod tests {
             ),
             (ProxyError::UpstreamFailed(io()), 502),
             (
-                ProxyError::Store(crate::session::store::StoreError(std::io::Error::other(
-                    "x",
-                ))),
+                ProxyError::Store(crate::session::store::StoreError::unavailable(
+                    std::io::Error::other("x"),
+                )),
                 503,
             ),
         ];

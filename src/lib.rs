@@ -25,6 +25,8 @@
 //!   (the tests' and `cloakroom load`'s).
 //! - [`load`]: `cloakroom load`, virtual users driving the session path.
 //! - [`error`]: [`error::ProxyError`] → status and short body.
+//! - [`redis`]: the Redis connection (breaker, deadlines) the Redis store,
+//!   the shared login throttle and the shared probe guard use.
 //!
 //! # The life of a request
 //!
@@ -59,6 +61,8 @@
 //!    redirects.
 //! 9. When the body is finished (or abandoned), the log line is written.
 
+#![recursion_limit = "256"]
+
 pub mod access_log;
 pub mod answer;
 pub mod auth;
@@ -75,16 +79,23 @@ pub mod load;
 pub mod login;
 pub mod probe;
 pub mod proxy;
+pub mod redis;
 pub mod reserved;
 pub mod rewrite;
 pub mod server;
 pub mod session;
 pub mod target;
+#[doc(hidden)]
+pub mod test_redis;
 pub mod upstream;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 pub use config::Config;
+
+use config::StoreKind;
+use session::store::{file::FileStore, memory::MemoryStore, redis::RedisStore, Store};
 
 /// Everything a request needs, shared by all connections.
 pub struct App {
@@ -100,27 +111,148 @@ pub struct App {
     pub identity: identity::Identity,
     /// Recent cookie probes, so that no client is probed in a loop.
     pub probes: probe::Probes,
+    /// The app's background tasks (purge, cache invalidation), stopped by
+    /// [`App::shutdown`].
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// Why the app could not be built. Each names the key it is about and
+/// keeps its source.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A configuration value that cannot be used.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The key file could not be read or created.
+    #[error("session.secret_file: {path}: {source}")]
+    Key {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: session::id::KeyError,
+    },
+    /// The file store's directory could not be opened.
+    #[error("session.dir: {path}: {source}")]
+    SessionDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Redis settings were refused by the client library.
+    #[error("session.redis_url: {0}")]
+    Redis(#[source] ::redis::RedisError),
 }
 
 impl App {
-    /// Builds the shared state from a validated configuration.
-    pub fn new(config: Config) -> Result<Arc<App>, config::ConfigError> {
+    /// Builds the app from a validated configuration: the one place that
+    /// composes it. Opens the store (a Redis store connects lazily: a
+    /// Redis that is down makes requests fail with 503, not the start),
+    /// and starts the background tasks the app owns.
+    pub async fn build(config: Config) -> Result<Arc<App>, BuildError> {
         let upstream = upstream::Upstream::new(&config.upstream)?;
-        let sessions = Arc::new(session::Sessions::open(&config.session)?);
-        let auth = auth::Auth::open(&config.auth)?;
+        let cfg = &config.session;
+        let keys = session::id::Keys::load_or_create(&cfg.secret_file).map_err(|source| {
+            BuildError::Key {
+                path: cfg.secret_file.clone(),
+                source,
+            }
+        })?;
+        let clock_now = session::data::Clock::new().now_ms();
+        let mut shared = None;
+        let store = match cfg.store {
+            StoreKind::Memory => Store::Memory(MemoryStore::new()),
+            StoreKind::File => {
+                Store::File(FileStore::open(&cfg.dir, clock_now).map_err(|source| {
+                    BuildError::SessionDir {
+                        path: cfg.dir.clone(),
+                        source,
+                    }
+                })?)
+            }
+            StoreKind::Redis => {
+                let settings = cfg.redis.as_ref().ok_or_else(|| {
+                    config::ConfigError::key("session.store", "redis needs session.redis_url")
+                })?;
+                let redis = redis::Redis::open(settings).map_err(BuildError::Redis)?;
+                shared = Some(redis.clone());
+                Store::Redis(RedisStore::new(redis))
+            }
+        };
+        let listener = match &store {
+            Store::Redis(s) => Some(s.clone()),
+            _ => None,
+        };
+        let sessions = Arc::new(session::Sessions::configured(cfg, keys, store));
+        let auth = auth::Auth::open(&config.auth, shared.clone())?;
         let identity = identity::Identity::new(&config.identity.header).ok_or_else(|| {
             config::ConfigError::Key {
                 key: "identity.header".into(),
                 message: "not a valid header name".into(),
             }
         })?;
-        Ok(Arc::new(App {
+        let probes = match shared {
+            Some(redis) => probe::Probes::shared(redis),
+            None => probe::Probes::default(),
+        };
+        let purge_interval = config.session.purge_interval;
+        let app = Arc::new(App {
             config,
             upstream,
             sessions,
             auth,
             identity,
-            probes: probe::Probes::default(),
-        }))
+            probes,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let mut tasks = vec![tokio::spawn(purge_every(
+            Arc::downgrade(&app),
+            purge_interval,
+        ))];
+        if let Some(store) = listener {
+            tasks.push(tokio::spawn(store.listen()));
+        }
+        *app.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
+        Ok(app)
+    }
+
+    /// Stops the background tasks.
+    pub fn shutdown(&self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Forgets expired sessions and ended throttling windows every `interval`,
+/// for as long as the app lives.
+async fn purge_every(app: Weak<App>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(app) = app.upgrade() else { return };
+        match app.sessions.purge().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired sessions purged"),
+            Err(error) => tracing::warn!(%error, "purging expired sessions failed"),
+        }
+        let now = app.sessions.clock().now_ms();
+        app.auth.throttle.purge(now);
+        app.probes.purge(now);
     }
 }

@@ -271,7 +271,7 @@ fn run(config: Config) -> ExitCode {
     runtime.block_on(async move {
         let listen = config.listen;
         let upstream = config.upstream.url.clone();
-        let app = match App::new(config) {
+        let app = match App::build(config).await {
             Ok(app) => app,
             Err(e) => {
                 eprintln!("cloakroom: {e}");
@@ -287,7 +287,9 @@ fn run(config: Config) -> ExitCode {
         };
         let addr = listener.local_addr().unwrap_or(listen);
         tracing::info!(%upstream, "cloakroom listening on http://{addr}");
-        match server::run(listener, app, shutdown_signal()).await {
+        let served = server::run(listener, app.clone(), shutdown_signal()).await;
+        app.shutdown();
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "server failed");

@@ -23,7 +23,7 @@ use http::{Method, Request, Response, StatusCode};
 use crate::answer;
 use crate::body::ProxyBody;
 use crate::rewrite::link::{self, Ticket};
-use crate::session::{Client, Current, SessionChange, Sessions};
+use crate::session::{Client, SessionState, Sessions};
 
 /// The query parameter that marks a probe's return. It holds no ID.
 pub const MARKER: &str = "cloakroom-probe";
@@ -38,13 +38,50 @@ const MAX_TRACKED: usize = 100_000;
 /// Purpose label of the probe marker's client token.
 const PROBE_TOKEN: &[u8] = b"probe";
 
-/// Recent probes per client, so that no client is probed in a loop.
+/// Recent probes per client, so that no client is probed in a loop: in
+/// this process, or (with the Redis store) counted in Redis, so that a
+/// client bounced between instances is not probed N times as often.
 #[derive(Default)]
 pub struct Probes {
     recent: DashMap<u64, (u64, u32)>,
+    shared: Option<crate::redis::Redis>,
 }
 
 impl Probes {
+    /// Probes counted in `redis` (key `probe:<keyed hash of the client>`).
+    pub fn shared(redis: crate::redis::Redis) -> Probes {
+        Probes {
+            recent: DashMap::new(),
+            shared: Some(redis),
+        }
+    }
+
+    /// Counts a probe for this client; `false` when it has had enough. A
+    /// Redis that cannot be asked lets the probe happen (the guard fails
+    /// towards probing, as it does when full).
+    async fn allow_for(&self, sessions: &Sessions, client: Client<'_>, now: u64) -> bool {
+        let Some(redis) = &self.shared else {
+            return self.allow(client.ip, client.user_agent, now);
+        };
+        let ip = client.ip.to_string();
+        let tag = sessions.keyed_hash(b"probe guard", &[ip.as_bytes(), client.user_agent]);
+        let key = redis.key(&format!(
+            "probe:{}",
+            crate::session::store::SessionKey::from_nonce(tag).hex()
+        ));
+        let mut incr = redis::cmd("INCR");
+        incr.arg(&key);
+        let mut expire = redis::cmd("PEXPIRE");
+        expire.arg(&key).arg(WINDOW_MS).arg("NX");
+        match redis.all(vec![incr, expire]).await {
+            Ok(replies) => replies
+                .first()
+                .and_then(|v| <i64 as redis::FromRedisValue>::from_redis_value(v.clone()).ok())
+                .is_none_or(|count| count <= i64::from(MAX_PROBES)),
+            Err(_) => true,
+        }
+    }
+
     /// Counts a probe for this client; `false` when it has had enough.
     fn allow(&self, ip: IpAddr, user_agent: &[u8], now: u64) -> bool {
         let mut hasher = DefaultHasher::new();
@@ -110,11 +147,11 @@ pub fn is_navigation<B>(req: &Request<B>) -> bool {
 /// ([`Sessions::client_token`]): a link that carries a marker made for
 /// someone else (to push a cookie-keeping visitor into URL mode) counts as
 /// no marker, and that visitor is simply probed.
-pub fn answer<B>(
+pub async fn answer<B>(
     probes: &Probes,
     sessions: &Sessions,
     req: &Request<B>,
-    current: &Current,
+    current: &mut SessionState,
     ip: IpAddr,
     now: u64,
     protected: bool,
@@ -148,14 +185,14 @@ pub fn answer<B>(
     if marker.is_some_and(|m| sessions.client_token_matches(PROBE_TOKEN, m, client)) {
         // The probe came back without the cookie: URL mode, and no cookie
         // of this ID is ever set.
-        let mut resp = answer::redirect(StatusCode::FOUND, &with_ticket());
-        resp.extensions_mut().insert(SessionChange::EnteredUrlMode);
+        let resp = answer::redirect(StatusCode::FOUND, &with_ticket());
+        current.enter_url_mode();
         return Some(resp);
     }
     if protected {
         return None;
     }
-    if !probes.allow(ip, client.user_agent, now) {
+    if !probes.allow_for(sessions, client, now).await {
         return None;
     }
     let probe = link::with_ticket(

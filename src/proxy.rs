@@ -5,7 +5,7 @@
 //! the log record to the response body so the line is written once the last
 //! byte has gone out. [`pipeline`] is the straight line of named steps —
 //! reject, find the session, probe, reserved paths, access rules, forward,
-//! finish — each one either passing the request on or answering early; a
+//! commit the session, finish — each one either passing the request on or answering early; a
 //! new capability is a new step here.
 
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use crate::login;
 use crate::probe;
 use crate::rewrite::{self, link, link::Origin, link::Ticket};
 use crate::session::jar::Jar;
-use crate::session::{Client, Current, SessionChange};
+use crate::session::{Client, Current, SessionState};
 use crate::upstream::Peer;
 use crate::App;
 
@@ -64,50 +64,67 @@ async fn pipeline(
     settle_path(&mut req)?;
 
     // 2. Find the session: a live ID this proxy signed, from the cookie or,
-    //    for a client that refuses cookies, the URL; else a new one.
+    //    for a client that refuses cookies, the URL; else a new one. A store
+    //    that cannot answer fails the request (503): a session that cannot
+    //    be checked is never taken as logged in. The login page alone is
+    //    still shown, with a new session.
     let client = Client::of(peer.addr.ip(), req.headers());
-    let current = app
+    let mut state = match app
         .sessions
         .resolve(req.headers(), req.uri().query(), client)
-        .await?;
+        .await
+    {
+        Ok(state) => state,
+        Err(error) if login::shown_without_store(&req) => {
+            tracing::warn!(%error, "session store unavailable; the login page is shown with a new session");
+            app.sessions.issue()
+        }
+        Err(error) => return Err(error.into()),
+    };
     let page = Page::of(&req, peer, app.config.session.secure, app.sessions.name());
 
-    let (resp, upstream_time) = respond(app, peer, &current, req).await?;
-    Ok((finish(app, &current, &page, resp), upstream_time))
+    let (resp, upstream_time) = respond(app, peer, &mut state, req).await?;
+
+    // 8. Commit: whatever the steps changed is written once, before the
+    //    answer (and a new cookie) leaves.
+    app.sessions.commit(&mut state).await?;
+    Ok((finish(app, &state, &page, resp), upstream_time))
 }
 
 /// Steps 3 to 7: probe, reserved paths, access rules, forwarding.
 async fn respond(
     app: &App,
     peer: Peer,
-    current: &Current,
+    state: &mut SessionState,
     mut req: Request<Incoming>,
 ) -> Result<(Response<ProxyBody>, Option<Duration>), ProxyError> {
     let path = req.uri().path();
     let reserved = login::is_reserved(path);
-    let protected = !reserved && current.user().is_none() && app.auth.rules.requires_login(path);
+    let protected = !reserved && state.user().is_none() && app.auth.rules.requires_login(path);
 
     // 3. Cookie probe: a navigation without a usable ID learns whether the
     //    client takes cookies before any ID goes into a URL; URL mode starts
     //    or ends here.
     if app.sessions.cookieless() && !reserved && probe::is_navigation(&req) {
         let now = app.sessions.clock().now_ms();
-        if let Some(resp) = probe::answer(
+        let answer = probe::answer(
             &app.probes,
             &app.sessions,
             &req,
-            current,
+            state,
             peer.addr.ip(),
             now,
             protected,
-        ) {
+        )
+        .await;
+        if let Some(resp) = answer {
             return Ok((resp, None));
         }
     }
 
     // 4. Reserved paths: the proxy's own pages never reach the upstream.
     if reserved {
-        return Ok((login::answer(app, peer, current, req).await?, None));
+        return Ok((login::answer(app, peer, state, req).await?, None));
     }
 
     // 5. Access rules: a protected path needs a logged-in session.
@@ -124,13 +141,13 @@ async fn respond(
     hop::strip(req.headers_mut());
     clean_target(&mut req, app.sessions.name())?;
     app.sessions.strip_cookie(req.headers_mut());
-    scrub_id(req.headers_mut(), app.sessions.name(), current);
-    app.identity.apply(req.headers_mut(), current.user());
+    scrub_id(req.headers_mut(), app.sessions.name(), state);
+    app.identity.apply(req.headers_mut(), state.user());
     // In URL mode the client keeps no cookies: the application's own come
     // from the session's jar.
-    let url_mode_path = current.in_url.then(|| req.uri().path().to_owned());
+    let url_mode_path = state.in_url.then(|| req.uri().path().to_owned());
     if let Some(path) = &url_mode_path {
-        send_kept_cookies(app, current, path, req.headers_mut());
+        send_kept_cookies(app, state, path, req.headers_mut());
     }
     let sent = Instant::now();
     let mut resp = app.upstream.forward(req, peer, upgrade).await?;
@@ -139,18 +156,14 @@ async fn respond(
     // 7. In URL mode, the application's Set-Cookies go into the jar. The
     //    upstream may drive the session (when allowed); its control headers
     //    never reach the client.
-    let kept;
-    let current = match &url_mode_path {
-        Some(path) if resp.headers().contains_key(header::SET_COOKIE) => {
-            kept = keep_upstream_cookies(app, peer, current, path, resp.headers_mut()).await?;
-            &kept
+    if let Some(path) = &url_mode_path {
+        if resp.headers().contains_key(header::SET_COOKIE) {
+            keep_upstream_cookies(app, peer, state, path, resp.headers_mut());
         }
-        _ => current,
-    };
+    }
     match identity::take_upstream_command(resp.headers_mut()) {
         Some(command) if app.config.identity.upstream_control => {
-            let change = upstream_drives(app, current, command).await?;
-            resp.extensions_mut().insert(change);
+            upstream_drives(app, state, command);
         }
         Some(_) => {
             tracing::debug!("ignored an upstream session header (identity.upstream_control is off)")
@@ -160,29 +173,22 @@ async fn respond(
     Ok((resp, Some(upstream_time)))
 }
 
-/// 8. Answer: the session the response leaves behind (changed by a login or
-///    logout) gets its cookie; in URL mode, links and redirects carry its ID.
+/// 9. Answer: the session the request leaves behind gets its cookie (or,
+///    after a logout, its cookie expired); in URL mode, links and
+///    redirects carry its ticket.
 fn finish(
     app: &App,
-    current: &Current,
+    state: &SessionState,
     page: &Page,
     mut resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
-    let after = match resp.extensions_mut().remove::<SessionChange>() {
-        Some(SessionChange::LoggedIn(new)) => Some(new),
-        Some(SessionChange::EnteredUrlMode) => Some(Current {
-            in_url: true,
-            ..current.clone()
-        }),
-        Some(SessionChange::LoggedOut) => {
-            resp.headers_mut()
-                .append(header::SET_COOKIE, app.sessions.expire_cookie());
-            cache::keep_private(resp.headers_mut());
-            None
-        }
-        None => Some(current.clone()),
-    };
-    let Some(after) = after else { return resp };
+    if state.ended() {
+        resp.headers_mut()
+            .append(header::SET_COOKIE, app.sessions.expire_cookie());
+        cache::keep_private(resp.headers_mut());
+        return resp;
+    }
+    let after: &Current = state;
     if page.from_url_mode && !after.in_url {
         rewrite::guard_referrer(resp.headers_mut());
     }
@@ -190,7 +196,7 @@ fn finish(
         let status = resp.status();
         rewrite::temper_redirect_policy(status, resp.headers_mut());
     }
-    if let Some(cookie) = app.sessions.set_cookie(&after) {
+    if let Some(cookie) = app.sessions.set_cookie(after) {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
         cache::keep_private(resp.headers_mut());
     }
@@ -338,55 +344,41 @@ fn send_kept_cookies(app: &App, current: &Current, path: &str, headers: &mut htt
 }
 
 /// Moves the application's `Set-Cookie`s from a URL-mode response into the
-/// session's jar (the client would drop them) and saves the session.
-async fn keep_upstream_cookies(
+/// session's jar (the client would drop them); the session is saved at commit.
+fn keep_upstream_cookies(
     app: &App,
     peer: Peer,
-    current: &Current,
+    state: &mut SessionState,
     path: &str,
     headers: &mut http::HeaderMap,
-) -> Result<Current, ProxyError> {
+) {
     let now = app.sessions.clock().now_ms();
-    if current.session.is_none() && !app.sessions.may_create_anonymous(peer.addr.ip()) {
+    if state.session.is_none() && !app.sessions.may_create_anonymous(peer.addr.ip()) {
         tracing::info!(ip = %peer.addr.ip(), "URL-mode cookies not kept: this address made too many new sessions");
         headers.remove(header::SET_COOKIE);
-        return Ok(current.clone());
+        return;
     }
-    let mut session = current
-        .session
-        .clone()
-        .unwrap_or_else(|| app.sessions.blank());
-    let mut jar = Jar::of(&session);
+    let session = state.record_mut(now);
+    let mut jar = Jar::of(session);
     for set in headers.get_all(header::SET_COOKIE) {
         if let Ok(text) = set.to_str() {
             jar.absorb(text, path, now);
         }
     }
     headers.remove(header::SET_COOKIE);
-    jar.store(&mut session);
-    app.sessions.save(&current.id, &session).await?;
-    Ok(Current {
-        session: Some(session),
-        ..current.clone()
-    })
+    jar.store(session);
 }
 
-/// Carries out an upstream's `X-Cloakroom-Login`/`-Logout`.
-async fn upstream_drives(
-    app: &App,
-    current: &Current,
-    command: UpstreamCommand,
-) -> Result<SessionChange, ProxyError> {
+/// Carries out an upstream's `X-Cloakroom-Login`/`-Logout` (written at commit).
+fn upstream_drives(app: &App, state: &mut SessionState, command: UpstreamCommand) {
     match command {
         UpstreamCommand::Login(user) => {
-            let logged_in = app.sessions.login(current, &user, false).await?;
+            app.sessions.login(state, &user, false);
             tracing::info!(user, "login by the upstream");
-            Ok(SessionChange::LoggedIn(logged_in))
         }
         UpstreamCommand::Logout => {
-            app.sessions.destroy(&current.id).await?;
-            tracing::info!(user = current.user(), "logout by the upstream");
-            Ok(SessionChange::LoggedOut)
+            tracing::info!(user = state.user(), "logout by the upstream");
+            app.sessions.logout(state);
         }
     }
 }

@@ -49,7 +49,6 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(());
     let http = Arc::new(http_builder(&cfg));
     let mut backoff = Duration::from_millis(10);
-    let purge = tokio::spawn(purge_every(app.clone(), app.config.session.purge_interval));
 
     tokio::pin!(shutdown);
     loop {
@@ -87,7 +86,6 @@ pub async fn run(
     }
 
     drop(listener);
-    purge.abort();
     let open = max - slots.available_permits();
     tracing::info!(
         open,
@@ -103,25 +101,6 @@ pub async fn run(
         ),
     }
     Ok(())
-}
-
-/// Forgets expired sessions and ended throttling windows every `interval`,
-/// until the task is aborted.
-async fn purge_every(app: Arc<App>, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        match app.sessions.purge().await {
-            Ok(0) => {}
-            Ok(purged) => tracing::debug!(purged, "expired sessions purged"),
-            Err(error) => tracing::warn!(%error, "purging expired sessions failed"),
-        }
-        let now = app.sessions.clock().now_ms();
-        app.auth.throttle.purge(now);
-        app.probes.purge(now);
-    }
 }
 
 fn http_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {

@@ -4,13 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# tests/browser.rs drives Debian's headless Chromium.
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "tests/run.sh: installing chromium (needed by tests/browser.rs)"
+# tests/browser.rs and tests/url_mode_leaks.rs drive Debian's headless
+# Chromium; the Redis store's tests start their own redis-server processes
+# (and form a Cluster with redis-cli).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq chromium >/dev/null
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # Benchmarks run once each as smoke tests, then every test.

@@ -5,7 +5,9 @@
 //! - [`password`]: argon2id hashing and the users file.
 //! - [`rules`]: `auth.protect` / `auth.public`, matched on normalized paths.
 //! - [`throttle`]: failure counters per client IP and per username.
+//! - [`limiter`]: those counters in this process, or shared through Redis.
 
+pub mod limiter;
 pub mod password;
 pub mod rules;
 pub mod throttle;
@@ -14,6 +16,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use self::limiter::Limiter;
 use self::password::Users;
 use self::rules::Rules;
 use self::throttle::Throttle;
@@ -30,15 +33,19 @@ pub struct Auth {
     /// The access rules.
     pub rules: Rules,
     /// Failed-login counters.
-    pub throttle: Throttle,
+    pub throttle: Limiter,
     checks: Semaphore,
     /// One argon2 working memory per concurrent check, reused.
     memory: Arc<std::sync::Mutex<Vec<password::Memory>>>,
 }
 
 impl Auth {
-    /// Loads the users file (if any) and compiles the rules.
-    pub fn open(cfg: &AuthConfig) -> Result<Auth, ConfigError> {
+    /// Loads the users file (if any) and compiles the rules; failures are
+    /// counted in `shared` Redis when given, else in this process.
+    pub fn open(
+        cfg: &AuthConfig,
+        shared: Option<crate::redis::Redis>,
+    ) -> Result<Auth, ConfigError> {
         let users = match &cfg.users_file {
             Some(path) => Some(Arc::new(Users::load(path).map_err(|message| {
                 ConfigError::Key {
@@ -51,11 +58,19 @@ impl Auth {
         Ok(Auth {
             users,
             rules: Rules::new(&cfg.protect, &cfg.public),
-            throttle: Throttle::new(
-                cfg.max_failures_per_ip,
-                cfg.max_failures_per_user,
-                cfg.failure_window,
-            ),
+            throttle: match shared {
+                Some(redis) => Limiter::shared(
+                    redis,
+                    cfg.max_failures_per_ip,
+                    cfg.max_failures_per_user,
+                    cfg.failure_window,
+                ),
+                None => Limiter::Local(Throttle::new(
+                    cfg.max_failures_per_ip,
+                    cfg.max_failures_per_user,
+                    cfg.failure_window,
+                )),
+            },
             checks: Semaphore::new(CONCURRENT_PASSWORD_CHECKS),
             memory: Arc::default(),
         })

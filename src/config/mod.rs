@@ -53,7 +53,8 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+    /// An error about `key`.
+    pub fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Key {
             key: key.into(),
             message: message.into(),
@@ -158,6 +159,42 @@ pub struct SessionConfig {
     /// Bind an ID carried in URLs to the client's address as well as its
     /// User-Agent (a URL-mode session then ends when the address changes).
     pub url_bind_address: bool,
+    /// Where the Redis store is (`session.store = "redis"` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisConfig>,
+}
+
+/// `session.redis_*`: where the Redis store is and how it is used.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisConfig {
+    /// One server, a Cluster, or a Sentinel-managed primary.
+    #[serde(flatten)]
+    pub servers: RedisServers,
+    /// Prefix of every key and channel cloakroom uses.
+    #[serde(rename = "redis_prefix")]
+    pub prefix: String,
+    /// Longest any one Redis call may take before it counts as a failure.
+    #[serde(rename = "redis_timeout", with = "duration_text")]
+    pub timeout: Duration,
+}
+
+/// Which Redis deployment holds the sessions.
+#[derive(Debug, Clone, Serialize)]
+pub enum RedisServers {
+    /// `session.redis_url`.
+    #[serde(rename = "redis_url")]
+    Single(String),
+    /// `session.redis_cluster`: node URLs.
+    #[serde(rename = "redis_cluster")]
+    Cluster(Vec<String>),
+    /// `session.redis_sentinel`.
+    #[serde(rename = "redis_sentinel")]
+    Sentinel {
+        /// The name the sentinels know the primary by.
+        master: String,
+        /// Sentinel URLs.
+        nodes: Vec<String>,
+    },
 }
 
 /// `[auth]`: users, protected paths, login throttling.
@@ -198,7 +235,7 @@ pub enum StoreKind {
     File,
     /// Process memory only.
     Memory,
-    /// A Redis server (not available yet).
+    /// A Redis (or Valkey) server, Cluster or Sentinel-managed primary.
     Redis,
 }
 
@@ -379,7 +416,30 @@ mod tests {
         assert!(err(&format!("{MINIMAL}[session]\nname = \"a b\"\n"))
             .starts_with("session.name: must be"));
         assert!(err(&format!("{MINIMAL}[session]\nstore = \"redis\"\n"))
-            .starts_with("session.store: redis is not available"));
+            .starts_with("session.store: redis needs session.redis_url"));
+        assert!(err(&format!(
+            "{MINIMAL}[session]\nstore = \"redis\"\nredis_url = \"redis://a\"\nredis_cluster = [\"redis://b\"]\n"
+        ))
+        .starts_with("session.redis_cluster: conflicts with session.redis_url"));
+        assert!(err(&format!(
+            "{MINIMAL}[session]\nstore = \"redis\"\nredis_url = \"http://a\"\n"
+        ))
+        .starts_with("session.redis_url: must be a redis://"));
+        assert!(
+            err(&format!("{MINIMAL}[session]\nredis_url = \"redis://a\"\n"))
+                .starts_with("session.redis_url: only used with")
+        );
+        assert!(err(&format!(
+            "{MINIMAL}[session]\nstore = \"redis\"\nredis_sentinel = {{ master = \"m\", nodes = [] }}\n"
+        ))
+        .starts_with("session.redis_sentinel.nodes: lists no sentinel"));
+        let c = Config::parse(&format!(
+            "{MINIMAL}[session]\nstore = \"redis\"\nredis_cluster = [\"redis://127.0.0.1:7000\"]\n"
+        ))
+        .unwrap();
+        let redis = c.session.redis.unwrap();
+        assert_eq!(redis.prefix, "cloakroom:");
+        assert_eq!(redis.timeout, Duration::from_millis(250));
         assert!(err(&format!("{MINIMAL}[session]\nstore = \"disk\"\n"))
             .starts_with("session.store: unknown variant"));
         assert!(

@@ -68,6 +68,19 @@ pub(super) struct RawSession {
     pub(super) purge_interval: Option<Duration>,
     pub(super) cookieless: Option<bool>,
     pub(super) url_bind_address: Option<bool>,
+    pub(super) redis_url: Option<String>,
+    pub(super) redis_cluster: Option<Vec<String>>,
+    pub(super) redis_sentinel: Option<RawSentinel>,
+    pub(super) redis_prefix: Option<String>,
+    #[serde(default, with = "duration_text::option")]
+    pub(super) redis_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSentinel {
+    pub(super) master: String,
+    pub(super) nodes: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use super::raw::{RawAuth, RawConfig, RawSession};
 use super::{
-    AuthConfig, Config, ConfigError, IdentityConfig, LogConfig, LogFormat, SameSiteKind,
-    ServerConfig, SessionConfig, StoreKind, UpstreamConfig, UPSTREAM_URL_ENV,
+    AuthConfig, Config, ConfigError, IdentityConfig, LogConfig, LogFormat, RedisConfig,
+    RedisServers, SameSiteKind, ServerConfig, SessionConfig, StoreKind, UpstreamConfig,
+    UPSTREAM_URL_ENV,
 };
 
 pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -120,7 +121,9 @@ pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-fn session_config(raw: RawSession) -> Result<SessionConfig, ConfigError> {
+fn session_config(mut raw: RawSession) -> Result<SessionConfig, ConfigError> {
+    let store = raw.store.unwrap_or(StoreKind::File);
+    let redis = redis_config(store, &mut raw)?;
     let name = raw.name.unwrap_or_else(|| "CLOAKROOMSID".to_owned());
     // The name is both a cookie name and a URL parameter: keep it to
     // characters that need no escaping in either.
@@ -132,13 +135,6 @@ fn session_config(raw: RawSession) -> Result<SessionConfig, ConfigError> {
         return Err(ConfigError::key(
             "session.name",
             format!("must be letters, digits, '_', '-' or '.', got {name:?}"),
-        ));
-    }
-    let store = raw.store.unwrap_or(StoreKind::File);
-    if store == StoreKind::Redis {
-        return Err(ConfigError::key(
-            "session.store",
-            "redis is not available yet; use file or memory",
         ));
     }
     let idle = positive(
@@ -208,7 +204,125 @@ fn session_config(raw: RawSession) -> Result<SessionConfig, ConfigError> {
         )?,
         cookieless: raw.cookieless.unwrap_or(true),
         url_bind_address: raw.url_bind_address.unwrap_or(true),
+        redis,
     })
+}
+
+/// `session.redis_*`: exactly one of `redis_url`, `redis_cluster` and
+/// `redis_sentinel` with the Redis store, none of them without it.
+fn redis_config(
+    store: StoreKind,
+    raw: &mut RawSession,
+) -> Result<Option<RedisConfig>, ConfigError> {
+    let given: Vec<&str> = [
+        raw.redis_url.as_ref().map(|_| "session.redis_url"),
+        raw.redis_cluster.as_ref().map(|_| "session.redis_cluster"),
+        raw.redis_sentinel
+            .as_ref()
+            .map(|_| "session.redis_sentinel"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if store != StoreKind::Redis {
+        let stray = given
+            .first()
+            .copied()
+            .or(raw.redis_prefix.as_ref().map(|_| "session.redis_prefix"))
+            .or(raw.redis_timeout.as_ref().map(|_| "session.redis_timeout"));
+        return match stray {
+            Some(key) => Err(ConfigError::key(
+                key,
+                "only used with session.store = \"redis\"",
+            )),
+            None => Ok(None),
+        };
+    }
+    let servers =
+        match (
+            raw.redis_url.take(),
+            raw.redis_cluster.take(),
+            raw.redis_sentinel.take(),
+        ) {
+            (Some(url), None, None) => {
+                check_redis_url("session.redis_url", &url)?;
+                RedisServers::Single(url)
+            }
+            (None, Some(nodes), None) => {
+                if nodes.is_empty() {
+                    return Err(ConfigError::key("session.redis_cluster", "lists no node"));
+                }
+                for node in &nodes {
+                    check_redis_url("session.redis_cluster", node)?;
+                }
+                RedisServers::Cluster(nodes)
+            }
+            (None, None, Some(sentinel)) => {
+                if sentinel.master.is_empty() {
+                    return Err(ConfigError::key(
+                        "session.redis_sentinel.master",
+                        "is empty",
+                    ));
+                }
+                if sentinel.nodes.is_empty() {
+                    return Err(ConfigError::key(
+                        "session.redis_sentinel.nodes",
+                        "lists no sentinel",
+                    ));
+                }
+                for node in &sentinel.nodes {
+                    check_redis_url("session.redis_sentinel.nodes", node)?;
+                }
+                RedisServers::Sentinel {
+                    master: sentinel.master,
+                    nodes: sentinel.nodes,
+                }
+            }
+            (None, None, None) => return Err(ConfigError::key(
+                "session.store",
+                "redis needs session.redis_url, session.redis_cluster or session.redis_sentinel",
+            )),
+            _ => {
+                return Err(ConfigError::key(
+                    given[1],
+                    format!("conflicts with {}: give only one", given[0]),
+                ))
+            }
+        };
+    let prefix = raw
+        .redis_prefix
+        .take()
+        .unwrap_or_else(|| "cloakroom:".to_owned());
+    if prefix.is_empty() || prefix.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(ConfigError::key(
+            "session.redis_prefix",
+            format!("must be non-empty, without spaces or control characters, got {prefix:?}"),
+        ));
+    }
+    let timeout = positive(
+        "session.redis_timeout",
+        raw.redis_timeout,
+        Duration::from_millis(250),
+    )?;
+    Ok(Some(RedisConfig {
+        servers,
+        prefix,
+        timeout,
+    }))
+}
+
+fn check_redis_url(key: &str, text: &str) -> Result<(), ConfigError> {
+    match url::Url::parse(text) {
+        Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some() => Ok(()),
+        Ok(u) => Err(ConfigError::key(
+            key,
+            format!(
+                "must be a redis:// or rediss:// URL with a host, got scheme {:?}",
+                u.scheme()
+            ),
+        )),
+        Err(e) => Err(ConfigError::key(key, format!("not a URL ({e}): {text:?}"))),
+    }
 }
 
 fn auth_config(raw: RawAuth, upstream_control: bool) -> Result<AuthConfig, ConfigError> {

@@ -11,7 +11,7 @@ use super::{ANONYMOUS_LOGIN, CSRF};
 use crate::answer;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
-use crate::session::{Client, Current};
+use crate::session::{Client, SessionState};
 use crate::App;
 
 /// Largest form body accepted.
@@ -20,8 +20,8 @@ const MAX_FORM_BYTES: usize = 16 * 1024;
 /// A form posted to the proxy, checked: from this site, with a session and
 /// that session's CSRF token.
 pub(super) enum Posted {
-    /// The form's fields and the session it was posted from.
-    Form(Form, Current),
+    /// The form's fields.
+    Form(Form),
     /// What to answer instead (403, 413, 400).
     Refused(Response<ProxyBody>),
 }
@@ -32,7 +32,7 @@ pub(super) enum Posted {
 pub(super) async fn posted_form(
     app: &App,
     anonymous: Option<Client<'_>>,
-    current: &Current,
+    current: &mut SessionState,
     req: Request<Incoming>,
 ) -> Result<Posted, ProxyError> {
     if !same_origin_post(&req) {
@@ -52,7 +52,7 @@ pub(super) async fn posted_form(
     };
     let token = form.get("csrf").unwrap_or("");
     if !current.fresh && app.sessions.token_matches(CSRF, &current.id, token) {
-        return Ok(Posted::Form(form, current.clone()));
+        return Ok(Posted::Form(form));
     }
     // The login page gives a visitor without a session a client token (it
     // cannot know yet whether the cookie it sets will come back). Such a
@@ -68,18 +68,15 @@ pub(super) async fn posted_form(
     }
     if !current.fresh {
         // The cookie came back: a cookie client.
-        return Ok(Posted::Form(form, current.clone()));
+        return Ok(Posted::Form(form));
     }
     if !app.sessions.cookieless() {
         return Ok(Posted::Refused(csrf_failed()));
     }
     // No cookie came back with the form: the client refuses cookies, and
     // the session the login makes is in URL mode.
-    let current = Current {
-        in_url: true,
-        ..current.clone()
-    };
-    Ok(Posted::Form(form, current))
+    current.enter_url_mode();
+    Ok(Posted::Form(form))
 }
 
 /// A POST whose `Origin` (sent by every current browser) names another

@@ -25,11 +25,12 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::answer;
+use crate::auth::limiter::Refusal;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::probe;
 use crate::rewrite::link;
-use crate::session::{Client, Current, SessionChange};
+use crate::session::{Client, Current, SessionState};
 use crate::upstream::Peer;
 use crate::App;
 
@@ -44,7 +45,7 @@ const ANONYMOUS_LOGIN: &[u8] = b"login";
 pub async fn answer(
     app: &App,
     peer: Peer,
-    current: &Current,
+    current: &mut SessionState,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let path = req.uri().path();
@@ -83,6 +84,13 @@ pub async fn answer(
         }
         _ => Ok(answer::text(StatusCode::NOT_FOUND, "404 Not Found\n")),
     }
+}
+
+/// Whether `req` is for the login page, which is shown even when the
+/// session store cannot be asked (with a new session; signing in then
+/// waits for the store).
+pub fn shown_without_store<B>(req: &Request<B>) -> bool {
+    req.uri().path() == LOGIN_PATH && matches!(*req.method(), Method::GET | Method::HEAD)
 }
 
 /// `/.cloakroom/f/TICKET/PATH?QUERY`, where URL mode points forms (see
@@ -146,7 +154,7 @@ pub fn wants_html<B>(req: &Request<B>) -> bool {
 async fn login(
     app: &App,
     peer: Peer,
-    current: &Current,
+    state: &mut SessionState,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let client_ip = peer.addr.ip();
@@ -155,11 +163,11 @@ async fn login(
         ip: client_ip,
         user_agent: user_agent.as_ref().map_or(&b""[..], HeaderValue::as_bytes),
     };
-    let (form, current) = match posted_form(app, Some(client), current, req).await? {
-        Posted::Form(form, current) => (form, current),
+    let form = match posted_form(app, Some(client), state, req).await? {
+        Posted::Form(form) => form,
         Posted::Refused(resp) => return Ok(resp),
     };
-    let current = &current;
+    let current: &Current = state;
     let return_to = safe_return_to(form.get("return_to").unwrap_or("/"));
     let username = form.get("username").unwrap_or("").trim();
     let password = form.get("password").unwrap_or("");
@@ -168,9 +176,13 @@ async fn login(
     let throttle = &app.auth.throttle;
 
     // Counted before it is judged: concurrent guesses cannot race the limit.
-    let attempt = match throttle.attempt(peer.addr.ip(), username, now) {
+    let attempt = match throttle.attempt(peer.addr.ip(), username, now).await {
         Ok(attempt) => attempt,
-        Err(wait) => return Ok(throttled(app, client, current, &return_to, username, wait)),
+        Err(Refusal::Wait(wait)) => {
+            return Ok(throttled(app, client, current, &return_to, username, wait))
+        }
+        // Shared counters out of reach: no password is checked (fail closed).
+        Err(Refusal::Unavailable(error)) => return Err(error.into()),
     };
 
     let valid = !username.is_empty()
@@ -178,7 +190,7 @@ async fn login(
         && password.len() <= 1024
         && app.auth.check_password(username, password).await;
     if !valid {
-        attempt.failed();
+        attempt.failed().await;
         tracing::info!(user = username, ip = %peer.addr.ip(), "login failed");
         return Ok(login_form(
             app,
@@ -191,15 +203,12 @@ async fn login(
         ));
     }
 
-    attempt.succeeded();
-    let logged_in = app.sessions.login(current, username, remember).await?;
+    attempt.succeeded().await;
+    app.sessions.login(state, username, remember);
     tracing::info!(user = username, ip = %peer.addr.ip(), remember, "login");
-    // The cookie (and, in URL mode, the ID in the redirect) follow from the
-    // new session when the answer is finished.
-    let mut resp = answer::redirect(StatusCode::SEE_OTHER, &return_to);
-    resp.extensions_mut()
-        .insert(SessionChange::LoggedIn(logged_in));
-    Ok(resp)
+    // The session is written at commit; the cookie (and, in URL mode, the
+    // ticket in the redirect) follow from it when the answer is finished.
+    Ok(answer::redirect(StatusCode::SEE_OTHER, &return_to))
 }
 
 /// The login form again, with 429 and `Retry-After`: too many failures (or
@@ -242,24 +251,19 @@ fn throttled(
 
 async fn logout(
     app: &App,
-    current: &Current,
+    state: &mut SessionState,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let current = match posted_form(app, None, current, req).await? {
-        Posted::Form(_, current) => current,
-        Posted::Refused(resp) => return Ok(resp),
-    };
-    // A session that holds nothing has nothing to end, and writes nothing:
-    // an anonymous client cannot make the store write at will.
-    if current.session.is_some() {
-        app.sessions.destroy(&current.id).await?;
+    if let Posted::Refused(resp) = posted_form(app, None, state, req).await? {
+        return Ok(resp);
     }
-    if let Some(user) = current.user() {
+    if let Some(user) = state.user() {
         tracing::info!(user, "logout");
     }
-    let mut resp = answer::redirect(StatusCode::SEE_OTHER, "/");
-    resp.extensions_mut().insert(SessionChange::LoggedOut);
-    Ok(resp)
+    // A session that holds nothing has nothing to end, and writes nothing:
+    // an anonymous client cannot make the store write at will.
+    app.sessions.logout(state);
+    Ok(answer::redirect(StatusCode::SEE_OTHER, "/"))
 }
 
 /// The login page. Its body never holds the session ID (a same-origin

@@ -69,14 +69,9 @@ impl SessionId {
         &self.nonce
     }
 
-    /// The random part as 32 lowercase hex digits (file names, store keys).
-    pub fn storage_key(&self) -> String {
-        let mut out = String::with_capacity(NONCE_LEN * 2);
-        for b in self.nonce {
-            out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-            out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-        }
-        out
+    /// Where the session lives in a store.
+    pub fn key(&self) -> super::store::SessionKey {
+        super::store::SessionKey::from_nonce(self.nonce)
     }
 
     /// When the ID was issued, in Unix seconds.
@@ -289,7 +284,7 @@ mod tests {
         let back = k.verify(a.as_str().as_bytes()).unwrap();
         assert_eq!(back, a);
         assert_eq!(back.issued(), 1_700_000_000);
-        assert_eq!(a.storage_key().len(), 32);
+        assert_eq!(a.key().hex().len(), 32);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - [`id`]: signed IDs and the keys that sign them.
 //! - [`cookie`]: reading, stripping and writing the session cookie.
 //! - [`data`]: what a session holds, its lifetimes, the clock.
-//! - [`store`]: the store contract and its memory and file backends.
+//! - [`store`]: the store contract and its memory, file and Redis backends.
+//! - [`state`]: one request's session and the writes it owes, committed once.
 //! - [`jar`]: the upstream's cookies, kept for clients in URL mode.
 //! - [`budget`]: how many records anonymous clients may make the store write.
 //! - [`ticket`]: URL tickets and client tokens, bound to the client.
@@ -22,6 +23,13 @@
 //! revoked ID is kept as a small tombstone for exactly that period, so it
 //! cannot pass as fresh either.
 //!
+//! **"Last seen" is written coalesced.** A request records its visit only
+//! when the stored "last seen" is older than the touch interval (a quarter
+//! of `idle_timeout`, at most a minute), like PHP's `lazy_write`: no store
+//! is written on every request. The idle limit is judged from the stored
+//! value, so an idle session may end up to one touch interval early, never
+//! late.
+//!
 //! **An ID in a URL is bound to its client.** In URL mode the ID travels as
 //! a *ticket*, `ID.TAG`, where the tag is a keyed hash of the ID and the
 //! client that began the session (its User-Agent and, with
@@ -36,9 +44,11 @@ pub mod cookie;
 pub mod data;
 pub mod id;
 pub mod jar;
+pub mod state;
 pub mod store;
 pub mod ticket;
 
+pub use self::state::SessionState;
 pub use self::ticket::Client;
 
 use std::net::IpAddr;
@@ -50,10 +60,10 @@ use http::header::{HeaderMap, HeaderValue};
 use self::cookie::CookieSpec;
 use self::data::{Clock, Lifetimes, Session};
 use self::id::{Keys, SessionId};
-use self::store::file::FileStore;
-use self::store::memory::MemoryStore;
-use self::store::{Lookup, SessionStore, Store, StoreError};
-use crate::config::{ConfigError, SameSiteKind, SessionConfig, StoreKind};
+use self::store::{
+    Changes, Lookup, Revoke, Save, SessionKey, SessionStore, Stats, Store, StoreError,
+};
+use crate::config::{SameSiteKind, SessionConfig};
 
 /// Tolerance for IDs issued "in the future" (another instance's clock).
 const CLOCK_SKEW_MS: u64 = 60_000;
@@ -62,6 +72,10 @@ const CLOCK_SKEW_MS: u64 = 60_000;
 fn same_secret(expected: &str, presented: &str) -> bool {
     use subtle::ConstantTimeEq;
     expected.len() == presented.len() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The visitor's session for one request.
@@ -75,19 +89,6 @@ pub struct Current {
     pub fresh: bool,
     /// The ID travels in URLs (the client returns no cookie): URL mode.
     pub in_url: bool,
-}
-
-/// How a local answer or the upstream changed the session; carried in the
-/// response's extensions to the step that writes cookies and links.
-#[derive(Debug, Clone)]
-pub enum SessionChange {
-    /// Logged in: this is the session (with its new ID) from now on.
-    LoggedIn(Current),
-    /// Logged out: the session is gone and its cookie must be expired.
-    LoggedOut,
-    /// The probe found that the client refuses cookies: from this answer
-    /// on the session travels in URLs (and never in a cookie).
-    EnteredUrlMode,
 }
 
 impl Current {
@@ -113,38 +114,18 @@ pub struct Sessions {
     misbound: AtomicU64,
     /// New records anonymous clients may still create.
     budget: budget::Budget,
+    /// How stale the stored "last seen" may get before a visit writes it.
+    touch_interval: u64,
 }
 
 impl Sessions {
-    /// Opens what `[session]` describes: reads (or creates) the key file and
-    /// opens the store. Errors name the key they are about.
-    pub fn open(cfg: &SessionConfig) -> Result<Sessions, ConfigError> {
-        let keys = Keys::load_or_create(&cfg.secret_file).map_err(|e| ConfigError::Key {
-            key: "session.secret_file".into(),
-            message: format!("{}: {e}", cfg.secret_file.display()),
-        })?;
+    /// Sessions as `[session]` describes them, over an opened store with
+    /// its signing keys.
+    pub fn configured(cfg: &SessionConfig, keys: Keys, store: Store) -> Sessions {
         let lifetimes = Lifetimes {
             idle: cfg.idle_timeout,
             absolute: cfg.absolute_timeout,
             remember_me: cfg.remember_me,
-        };
-        let clock = Clock::new();
-        let store = match cfg.store {
-            StoreKind::Memory => Store::Memory(MemoryStore::new(lifetimes)),
-            StoreKind::File => Store::File(
-                FileStore::open(&cfg.dir, lifetimes, clock.now_ms()).map_err(|e| {
-                    ConfigError::Key {
-                        key: "session.dir".into(),
-                        message: format!("{}: {e}", cfg.dir.display()),
-                    }
-                })?,
-            ),
-            StoreKind::Redis => {
-                return Err(ConfigError::Key {
-                    key: "session.store".into(),
-                    message: "redis is not available yet".into(),
-                })
-            }
         };
         let cookie = CookieSpec {
             name: cfg.name.clone(),
@@ -158,10 +139,9 @@ impl Sessions {
             secure: cfg.secure,
         };
         let mut sessions = Sessions::new(keys, store, cookie, lifetimes);
-        sessions.clock = clock;
         sessions.cookieless = cfg.cookieless;
         sessions.bind_address = cfg.url_bind_address;
-        Ok(sessions)
+        sessions
     }
 
     /// Sessions over an opened store.
@@ -177,6 +157,7 @@ impl Sessions {
             bind_address: true,
             misbound: AtomicU64::new(0),
             budget: budget::Budget::default(),
+            touch_interval: ms(lifetimes.idle / 4).min(60_000),
         }
     }
 
@@ -188,22 +169,22 @@ impl Sessions {
         headers: &HeaderMap,
         query: Option<&str>,
         client: Client<'_>,
-    ) -> Result<Current, StoreError> {
+    ) -> Result<SessionState, StoreError> {
         let now = self.clock.now_ms();
         for candidate in cookie::values(headers, &self.cookie.name) {
-            if let Some(current) = self.honour(candidate, now).await? {
-                return Ok(current);
+            if let Some(state) = self.honour(candidate, now).await? {
+                return Ok(state);
             }
         }
         if let Some(presented) = self.url_id(query) {
             if let Some(id) = self.ticket_id(presented, client) {
-                if let Some(mut current) = self.honour(id.as_bytes(), now).await? {
-                    current.in_url = true;
-                    return Ok(current);
+                if let Some(mut state) = self.honour(id.as_bytes(), now).await? {
+                    state.enter_url_mode();
+                    return Ok(state);
                 }
             }
         }
-        Ok(self.issue(now))
+        Ok(self.issue())
     }
 
     /// The ID in a query string, when URL mode is enabled.
@@ -220,24 +201,36 @@ impl Sessions {
     }
 
     /// The session for one presented ID, if it is to be honoured.
-    async fn honour(&self, presented: &[u8], now: u64) -> Result<Option<Current>, StoreError> {
+    async fn honour(&self, presented: &[u8], now: u64) -> Result<Option<SessionState>, StoreError> {
         let Some(id) = self.keys.verify(presented) else {
             let total = self.forged.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::debug!(total, "forged or malformed session ID presented");
             return Ok(None);
         };
-        let session = match self.store.visit(&id, now).await? {
-            Lookup::Live(session) => Some(session),
-            Lookup::Gone => return Ok(None),
+        let lookup = match self.store.load(&id.key(), now).await {
+            Ok(lookup) => lookup,
+            Err(StoreError::Corrupt { key, source }) => {
+                tracing::warn!(?key, error = %source, "corrupt session record treated as absent");
+                Lookup::Unknown
+            }
+            Err(error) => return Err(error),
+        };
+        let session = match lookup {
+            Lookup::Live(session) if !session.expired(&self.lifetimes, now) => Some(session),
+            Lookup::Live(_) | Lookup::Gone => return Ok(None),
             Lookup::Unknown if self.fresh_enough(&id, now) => None,
             Lookup::Unknown => return Ok(None),
         };
-        Ok(Some(Current {
+        let touch = session
+            .as_ref()
+            .is_some_and(|s| now.saturating_sub(s.last_seen) >= self.touch_interval);
+        let current = Current {
             id,
             session,
             fresh: false,
             in_url: false,
-        }))
+        };
+        Ok(Some(SessionState::new(current, touch)))
     }
 
     /// An ID with nothing stored is honoured for one idle period after it
@@ -254,13 +247,16 @@ impl Sessions {
         issued <= now.saturating_add(CLOCK_SKEW_MS) && now < issued.saturating_add(idle)
     }
 
-    fn issue(&self, now: u64) -> Current {
-        Current {
+    /// A new session for this request: a new ID, nothing stored.
+    pub fn issue(&self) -> SessionState {
+        let now = self.clock.now_ms();
+        let current = Current {
             id: SessionId::generate(&self.keys, now / 1000),
             session: None,
             fresh: true,
             in_url: false,
-        }
+        };
+        SessionState::new(current, false)
     }
 
     /// `Set-Cookie` for a session the client must be told about: a new ID
@@ -280,37 +276,117 @@ impl Sessions {
         cookie::strip(headers, &self.cookie.name);
     }
 
-    /// Logs the session in as `user`: a new ID (the old one is destroyed, so
-    /// a planted ID is worth nothing), the old session's values kept, the
-    /// lifetime counted from now. The result is fresh: its cookie must go out.
-    pub async fn login(
-        &self,
-        current: &Current,
-        user: &str,
-        remember: bool,
-    ) -> Result<Current, StoreError> {
+    /// Logs the session in as `user`: a new ID (the old one is revoked at
+    /// commit, so a planted ID is worth nothing), the old session's values
+    /// kept, the lifetime counted from now. The new ID's cookie goes out
+    /// with the answer.
+    pub fn login(&self, state: &mut SessionState, user: &str, remember: bool) {
         let now = self.clock.now_ms();
-        let mut session = current.session.clone().unwrap_or_else(|| Session::new(now));
+        let mut session = state
+            .current
+            .session
+            .take()
+            .unwrap_or_else(|| Session::new(now));
         session.user = Some(user.to_owned());
         session.remember = remember;
         session.created = now;
         session.last_seen = now;
-        let id = SessionId::generate(&self.keys, now / 1000);
-        self.store.save(&id, &session).await?;
-        if !current.fresh {
-            self.store.revoke(&current.id, now).await?;
+        let old = std::mem::replace(
+            &mut state.current.id,
+            SessionId::generate(&self.keys, now / 1000),
+        );
+        if !state.current.fresh && state.revoke.is_none() {
+            state.revoke = Some(old);
         }
-        Ok(Current {
-            id,
-            session: Some(session),
-            fresh: true,
-            in_url: current.in_url,
-        })
+        state.current.session = Some(session);
+        state.current.fresh = true;
+        state.dirty = true;
+        state.ended = false;
+    }
+
+    /// Ends the session: its ID is revoked at commit (when anything was
+    /// stored for it: an empty session has nothing to end and writes
+    /// nothing) and its cookie is expired.
+    pub fn logout(&self, state: &mut SessionState) {
+        if state.current.session.is_some() && state.revoke.is_none() {
+            state.revoke = Some(state.current.id.clone());
+        }
+        state.current.session = None;
+        state.dirty = false;
+        state.ended = true;
+    }
+
+    /// Writes what `state` owes the store, in one commit: the revoked ID's
+    /// tombstone, the changed record, or a coalesced "last seen".
+    pub async fn commit(&self, state: &mut SessionState) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let mut changes = Changes {
+            save: None,
+            revoke: state.revoke.take().map(|id| Revoke {
+                key: id.key(),
+                until: self.tombstone_until(&id, now),
+            }),
+        };
+        if !state.ended && (state.dirty || state.touch) {
+            if let Some(session) = &mut state.current.session {
+                session.last_seen = session.last_seen.max(now);
+                changes.save = Some(Save {
+                    key: state.current.id.key(),
+                    session: session.clone(),
+                    expires_at: session.expires_at(&self.lifetimes),
+                });
+            }
+        }
+        state.dirty = false;
+        state.touch = false;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.store.commit(changes).await
+    }
+
+    /// How long a revoked ID's tombstone stands: one idle period from the
+    /// revocation (or from its issue, if that is later), which outlasts
+    /// both the time the ID could pass as newly issued and any request in
+    /// flight at the revocation that might still try to save it.
+    fn tombstone_until(&self, id: &SessionId, now: u64) -> u64 {
+        let issued = id.issued().saturating_mul(1000);
+        issued.max(now).saturating_add(ms(self.lifetimes.idle))
+    }
+
+    /// Logs `user` out everywhere: every live session of theirs is revoked.
+    /// Returns how many.
+    pub async fn revoke_user(&self, user: &str) -> Result<usize, StoreError> {
+        let now = self.clock.now_ms();
+        let live = self.store.of_user(user, now).await?;
+        let until = now.saturating_add(ms(self.lifetimes.idle));
+        for (key, _) in &live {
+            let changes = Changes {
+                save: None,
+                revoke: Some(Revoke { key: *key, until }),
+            };
+            self.store.commit(changes).await?;
+        }
+        Ok(live.len())
+    }
+
+    /// The live sessions of `user`.
+    pub async fn of_user(&self, user: &str) -> Result<Vec<(SessionKey, Session)>, StoreError> {
+        self.store.of_user(user, self.clock.now_ms()).await
     }
 
     /// `Set-Cookie` that removes the session cookie from the browser.
     pub fn expire_cookie(&self) -> HeaderValue {
         self.cookie.expire()
+    }
+
+    /// A keyed hash of `parts` for `purpose`, the same on every instance
+    /// that shares the key file (names of shared counters, say).
+    pub fn keyed_hash(&self, purpose: &[u8], parts: &[&[u8]]) -> [u8; 16] {
+        let tag = self.keys.derive(purpose, parts);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&tag[..16]);
+        out
     }
 
     /// A keyed token bound to this session, e.g. for CSRF checks.
@@ -326,29 +402,19 @@ impl Sessions {
         same_secret(&self.token(purpose, id), presented)
     }
 
-    /// Stores `session` under `id`.
-    pub async fn save(&self, id: &SessionId, session: &Session) -> Result<(), StoreError> {
-        self.store.save(id, session).await
-    }
-
-    /// A new, empty session record as of now (to fill and [`Sessions::save`]).
-    pub fn blank(&self) -> Session {
-        Session::new(self.clock.now_ms())
-    }
-
-    /// Ends the session `id` for good.
-    pub async fn destroy(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.store.revoke(id, self.clock.now_ms()).await
-    }
-
     /// How many forged or malformed IDs have been presented since start.
     pub fn forged(&self) -> u64 {
         self.forged.load(Ordering::Relaxed)
     }
 
-    /// How many records the store holds.
-    pub fn stored(&self) -> usize {
-        self.store.count()
+    /// What the store holds.
+    pub async fn stats(&self) -> Result<Stats, StoreError> {
+        self.store.stats().await
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The clock sessions are measured by.
@@ -397,7 +463,7 @@ mod tests {
     fn sessions() -> Sessions {
         Sessions::new(
             Keys::new(&[vec![9; 32]]).unwrap(),
-            Store::Memory(MemoryStore::new(LIFETIMES)),
+            Store::Memory(store::memory::MemoryStore::new()),
             CookieSpec {
                 name: "CLOAKROOMSID".into(),
                 path: "/".into(),
@@ -491,11 +557,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stored_session_expires_when_idle() {
         let s = sessions();
-        let first = s.resolve(&HeaderMap::new(), None, client()).await.unwrap();
+        let mut first = s.resolve(&HeaderMap::new(), None, client()).await.unwrap();
         assert!(first.fresh);
-        let mut data = s.blank();
-        data.user = Some("alice".into());
-        s.save(&first.id, &data).await.unwrap();
+        let now = s.clock().now_ms();
+        first.record_mut(now).user = Some("alice".into());
+        s.commit(&mut first).await.unwrap();
 
         // Requests every 20 minutes keep it alive for hours...
         for _ in 0..6 {
@@ -505,7 +571,9 @@ mod tests {
                 .await
                 .unwrap();
             assert!(!again.fresh);
-            assert_eq!(again.session.unwrap().user.as_deref(), Some("alice"));
+            assert_eq!(again.user(), Some("alice"));
+            let mut again = again;
+            s.commit(&mut again).await.unwrap();
         }
         // ...and 31 minutes of silence end it.
         tokio::time::advance(Duration::from_secs(31 * 60)).await;
@@ -516,21 +584,28 @@ mod tests {
         assert!(after.fresh);
         assert_ne!(after.id, first.id);
         assert!(after.session.is_none());
+        assert_eq!(
+            s.stats().await.unwrap().records,
+            1,
+            "the record stays until purged"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_busy_session_still_ends_at_its_absolute_limit() {
         let s = sessions();
-        let first = s.resolve(&HeaderMap::new(), None, client()).await.unwrap();
-        s.save(&first.id, &s.blank()).await.unwrap();
+        let mut first = s.resolve(&HeaderMap::new(), None, client()).await.unwrap();
+        first.record_mut(s.clock().now_ms());
+        s.commit(&mut first).await.unwrap();
         for _ in 0..(12 * 60 / 10 - 1) {
             tokio::time::advance(Duration::from_secs(10 * 60)).await;
-            assert!(
-                !s.resolve(&with_cookie(&first.id), None, client())
-                    .await
-                    .unwrap()
-                    .fresh
-            );
+            let mut again = s
+                .resolve(&with_cookie(&first.id), None, client())
+                .await
+                .unwrap();
+            assert!(!again.fresh);
+            // The visit is recorded (coalesced: every one here is due).
+            s.commit(&mut again).await.unwrap();
         }
         tokio::time::advance(Duration::from_secs(10 * 60)).await;
         assert!(
@@ -559,7 +634,11 @@ mod tests {
                 .unwrap()
                 .fresh
         );
-        assert_eq!(s.stored(), 0, "an unused session was stored");
+        assert_eq!(
+            s.stats().await.unwrap().records,
+            0,
+            "an unused session was stored"
+        );
     }
 
     #[tokio::test]
@@ -574,8 +653,15 @@ mod tests {
         assert!(got.fresh);
         assert_eq!(s.forged(), 1);
 
-        let real = s.resolve(&HeaderMap::new(), None, client()).await.unwrap();
-        s.destroy(&real.id).await.unwrap();
+        let mut real = s.resolve(&HeaderMap::new(), None, client()).await.unwrap();
+        real.record_mut(s.clock().now_ms());
+        s.commit(&mut real).await.unwrap();
+        let mut again = s
+            .resolve(&with_cookie(&real.id), None, client())
+            .await
+            .unwrap();
+        s.logout(&mut again);
+        s.commit(&mut again).await.unwrap();
         let replay = s
             .resolve(&with_cookie(&real.id), None, client())
             .await
@@ -597,5 +683,127 @@ mod tests {
         let got = s.resolve(&h, None, client()).await.unwrap();
         assert_eq!(got.id, real.id);
         assert!(!got.fresh);
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use std::time::Duration;
+
+    use http::header;
+
+    use super::*;
+    use crate::session::store::memory::MemoryStore;
+
+    const LIFETIMES: Lifetimes = Lifetimes {
+        idle: Duration::from_secs(30 * 60),
+        absolute: Duration::from_secs(12 * 3600),
+        remember_me: Duration::from_secs(180 * 86400),
+    };
+
+    fn sessions() -> Sessions {
+        Sessions::new(
+            Keys::new(&[vec![9; 32]]).unwrap(),
+            Store::Memory(MemoryStore::new()),
+            CookieSpec {
+                name: "CLOAKROOMSID".into(),
+                path: "/".into(),
+                domain: None,
+                same_site: SameSite::Lax,
+                secure: false,
+            },
+            LIFETIMES,
+        )
+    }
+
+    fn client() -> Client<'static> {
+        Client {
+            ip: "192.0.2.1".parse().unwrap(),
+            user_agent: b"test agent",
+        }
+    }
+
+    fn cookie(id: &SessionId) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = format!("CLOAKROOMSID={}", id.as_str());
+        h.insert(header::COOKIE, HeaderValue::from_str(&v).unwrap());
+        h
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn last_seen_is_written_only_once_per_touch_interval() {
+        let s = sessions();
+        let mut first = s.resolve(&HeaderMap::new(), None, client()).await.unwrap();
+        first.record_mut(s.clock().now_ms()).user = Some("alice".into());
+        s.commit(&mut first).await.unwrap();
+        async fn stored(s: &Sessions, id: &SessionId) -> u64 {
+            match s.store().load(&id.key(), s.clock().now_ms()).await.unwrap() {
+                Lookup::Live(session) => session.last_seen,
+                other => panic!("{other:?}"),
+            }
+        }
+        let saved = stored(&s, &first.id).await;
+        // Visits within the interval (a minute here) write nothing...
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(10)).await;
+            let mut visit = s.resolve(&cookie(&first.id), None, client()).await.unwrap();
+            s.commit(&mut visit).await.unwrap();
+        }
+        assert_eq!(
+            stored(&s, &first.id).await,
+            saved,
+            "a visit inside the interval wrote"
+        );
+        // ...the first one past it does.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let mut visit = s.resolve(&cookie(&first.id), None, client()).await.unwrap();
+        s.commit(&mut visit).await.unwrap();
+        assert_eq!(stored(&s, &first.id).await, saved + 61_000);
+    }
+
+    #[tokio::test]
+    async fn login_rotates_the_id_and_revokes_the_old_one_in_one_commit() {
+        let s = sessions();
+        let mut anon = s.resolve(&HeaderMap::new(), None, client()).await.unwrap();
+        anon.record_mut(s.clock().now_ms())
+            .values
+            .insert("cart".into(), "3".into());
+        s.commit(&mut anon).await.unwrap();
+        let old = anon.id.clone();
+        let mut state = s.resolve(&cookie(&old), None, client()).await.unwrap();
+        s.login(&mut state, "alice", false);
+        assert_ne!(state.id, old);
+        assert!(state.fresh, "the new ID must be sent");
+        // Nothing is written until the commit.
+        assert!(s
+            .resolve(&cookie(&state.id), None, client())
+            .await
+            .unwrap()
+            .user()
+            .is_none());
+        s.commit(&mut state).await.unwrap();
+        let now = s.resolve(&cookie(&state.id), None, client()).await.unwrap();
+        assert_eq!(now.user(), Some("alice"));
+        assert_eq!(
+            now.session.as_ref().unwrap().values["cart"],
+            "3",
+            "values kept"
+        );
+        assert!(
+            s.resolve(&cookie(&old), None, client())
+                .await
+                .unwrap()
+                .fresh,
+            "the old ID lives on"
+        );
+        assert_eq!(s.of_user("alice").await.unwrap().len(), 1);
+        // Log out everywhere.
+        assert_eq!(s.revoke_user("alice").await.unwrap(), 1);
+        assert!(
+            s.resolve(&cookie(&state.id), None, client())
+                .await
+                .unwrap()
+                .fresh
+        );
     }
 }

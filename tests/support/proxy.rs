@@ -51,7 +51,9 @@ impl Proxy {
     /// Starts the proxy with exactly this configuration.
     pub async fn start_config(text: &str, scratch: tempfile::TempDir) -> Proxy {
         let config = Config::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let app = App::new(config).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let app = App::build(config)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -5,23 +5,19 @@
 //! - Writes are atomic (temp file with mode 0600, fsync, rename, fsync of
 //!   the directory), and serialized: each write takes the newest state from
 //!   memory, so a slow write can never overwrite a newer one.
-//! - A visit updates "last seen" in memory; it reaches the disk only when the
-//!   copy there is older than [`FileStore::touch_interval`] (PHP's
-//!   `lazy_write`). After a restart a session may therefore look up to that
-//!   much older than it was, never younger.
+//! - A file holds one [`Record`]: a session with the instant it expires, or
+//!   a tombstone with the instant it may be forgotten.
 //! - A corrupt or truncated file is logged and left alone, never a crash.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use super::{lookup_of, tombstone, Lookup, SessionStore, StoreError};
-use crate::session::data::{Lifetimes, Session};
-use crate::session::id::SessionId;
+use super::memory::{self, UserIndex};
+use super::{Changes, Lookup, Record, SessionKey, SessionStore, Stats, StoreError};
+use crate::session::data::Session;
 
 /// Sessions in files, served from memory. Cheap to clone.
 #[derive(Clone)]
@@ -31,26 +27,20 @@ pub struct FileStore {
 
 struct Shared {
     dir: PathBuf,
-    lifetimes: Lifetimes,
-    touch_interval: u64,
-    cache: DashMap<[u8; 16], Cached>,
+    records: DashMap<SessionKey, Record>,
+    by_user: UserIndex,
     /// Serializes writes. A tokio mutex, since it is held across the
     /// blocking write that runs on the blocking pool.
     writing: tokio::sync::Mutex<()>,
 }
 
-struct Cached {
-    session: Session,
-    /// The `last_seen` of the copy on disk.
-    persisted_seen: u64,
-}
-
 impl FileStore {
     /// Opens `dir` (created with mode 0700 if missing) and reads every
-    /// session in it; expired ones are deleted, corrupt ones skipped.
-    pub fn open(dir: &Path, lifetimes: Lifetimes, now: u64) -> std::io::Result<FileStore> {
+    /// record in it; ended ones are deleted, corrupt ones skipped.
+    pub fn open(dir: &Path, now: u64) -> std::io::Result<FileStore> {
         create_private_dir(dir)?;
-        let cache = DashMap::new();
+        let records = DashMap::new();
+        let by_user = UserIndex::default();
         let (mut loaded, mut expired, mut corrupt) = (0usize, 0usize, 0usize);
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -61,29 +51,25 @@ impl FileStore {
                 let _ = std::fs::remove_file(entry.path());
                 continue;
             }
-            let Some(nonce) = name.strip_suffix(".json").and_then(parse_hex) else {
+            let Some(key) = name.strip_suffix(".json").and_then(SessionKey::parse_hex) else {
                 continue;
             };
             let parsed = std::fs::read(entry.path())
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| {
-                    serde_json::from_slice::<Session>(&bytes).map_err(|e| e.to_string())
+                    serde_json::from_slice::<Record>(&bytes).map_err(|e| e.to_string())
                 });
             match parsed {
-                Ok(session) if session.expired(&lifetimes, now) => {
+                Ok(record) if record.ended(now) => {
                     expired += 1;
                     let _ = std::fs::remove_file(entry.path());
                 }
-                Ok(session) => {
+                Ok(record) => {
                     loaded += 1;
-                    let persisted_seen = session.last_seen;
-                    cache.insert(
-                        nonce,
-                        Cached {
-                            session,
-                            persisted_seen,
-                        },
-                    );
+                    if let Some(user) = record.user() {
+                        by_user.add(user, key);
+                    }
+                    records.insert(key, record);
                 }
                 Err(error) => {
                     corrupt += 1;
@@ -92,114 +78,59 @@ impl FileStore {
             }
         }
         tracing::info!(dir = %dir.display(), loaded, expired, corrupt, "file session store opened");
-        let touch_interval = (lifetimes.idle / 4).min(Duration::from_secs(60));
         Ok(FileStore {
             shared: Arc::new(Shared {
                 dir: dir.to_owned(),
-                lifetimes,
-                touch_interval: u64::try_from(touch_interval.as_millis()).unwrap_or(u64::MAX),
-                cache,
+                records,
+                by_user,
                 writing: tokio::sync::Mutex::new(()),
             }),
         })
     }
 
-    /// How stale "last seen" on disk may get before a visit writes it.
-    pub fn touch_interval(&self) -> Duration {
-        Duration::from_millis(self.shared.touch_interval)
+    fn path_of(&self, key: &SessionKey) -> PathBuf {
+        self.shared.dir.join(format!("{}.json", key.hex()))
     }
 
-    fn path_of(&self, key: &str) -> PathBuf {
-        self.shared.dir.join(format!("{key}.json"))
-    }
-
-    /// Writes the newest in-memory state of `id` to disk (or removes its
+    /// Writes the newest in-memory state of `key` to disk (or removes its
     /// file when it is no longer held).
-    async fn write(&self, id: &SessionId) -> Result<(), StoreError> {
+    async fn write(&self, key: SessionKey) -> Result<(), StoreError> {
         let _turn = self.shared.writing.lock().await;
-        let snapshot = self.shared.cache.get_mut(id.nonce()).map(|mut c| {
-            c.persisted_seen = c.session.last_seen;
-            c.session.clone()
-        });
-        let path = self.path_of(&id.storage_key());
+        let snapshot = self.shared.records.get(&key).map(|r| r.clone());
+        let path = self.path_of(&key);
         let dir = self.shared.dir.clone();
-        let result = tokio::task::spawn_blocking(move || match snapshot {
-            Some(session) => write_atomically(&dir, &path, &session),
+        tokio::task::spawn_blocking(move || match snapshot {
+            Some(record) => write_atomically(&dir, &path, &record),
             None => remove_if_present(&path),
         })
         .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(result?)
+        .map_err(StoreError::unavailable)??;
+        Ok(())
     }
 }
 
 impl SessionStore for FileStore {
-    async fn visit(&self, id: &SessionId, now: u64) -> Result<Lookup, StoreError> {
-        let Some(mut cached) = self.shared.cache.get_mut(id.nonce()) else {
-            return Ok(Lookup::Unknown);
-        };
-        let lookup = lookup_of(&cached.session, &self.shared.lifetimes, now);
-        let Lookup::Live(_) = lookup else {
-            return Ok(lookup);
-        };
-        cached.session.last_seen = cached.session.last_seen.max(now);
-        let stale = now.saturating_sub(cached.persisted_seen) >= self.shared.touch_interval;
-        let session = cached.session.clone();
-        if stale {
-            // Claim the write now so concurrent visits do not all spawn one.
-            cached.persisted_seen = now;
-            drop(cached);
-            let (store, id) = (self.clone(), id.clone());
-            tokio::spawn(async move {
-                if let Err(error) = store.write(&id).await {
-                    tracing::warn!(%error, "could not record a session visit on disk");
-                }
-            });
-        }
-        Ok(Lookup::Live(session))
+    async fn load(&self, key: &SessionKey, now: u64) -> Result<Lookup, StoreError> {
+        Ok(self
+            .shared
+            .records
+            .get(key)
+            .map_or(Lookup::Unknown, |r| r.lookup(now)))
     }
 
-    async fn save(&self, id: &SessionId, session: &Session) -> Result<(), StoreError> {
-        let cached = Cached {
-            session: session.clone(),
-            persisted_seen: session.last_seen,
-        };
-        // Checked and written under the shard's lock: a tombstone wins.
-        match self.shared.cache.entry(*id.nonce()) {
-            Entry::Occupied(e) if e.get().session.revoked => return Ok(()),
-            Entry::Occupied(mut e) => {
-                e.insert(cached);
-            }
-            Entry::Vacant(e) => {
-                e.insert(cached);
-            }
+    async fn commit(&self, changes: Changes) -> Result<(), StoreError> {
+        memory::apply(&self.shared.records, &self.shared.by_user, &changes);
+        if let Some(revoke) = &changes.revoke {
+            self.write(revoke.key).await?;
         }
-        self.write(id).await
-    }
-
-    async fn revoke(&self, id: &SessionId, now: u64) -> Result<(), StoreError> {
-        let record = tombstone(id, now);
-        let persisted_seen = record.last_seen;
-        self.shared.cache.insert(
-            *id.nonce(),
-            Cached {
-                session: record,
-                persisted_seen,
-            },
-        );
-        self.write(id).await
+        if let Some(save) = &changes.save {
+            self.write(save.key).await?;
+        }
+        Ok(())
     }
 
     async fn purge(&self, now: u64) -> Result<usize, StoreError> {
-        let lifetimes = &self.shared.lifetimes;
-        let mut gone = Vec::new();
-        self.shared.cache.retain(|nonce, c| {
-            let keep = !c.session.expired(lifetimes, now);
-            if !keep {
-                gone.push(hex(nonce));
-            }
-            keep
-        });
+        let gone = memory::purge(&self.shared.records, &self.shared.by_user, now);
         let count = gone.len();
         if count > 0 {
             let _turn = self.shared.writing.lock().await;
@@ -212,13 +143,28 @@ impl SessionStore for FileStore {
                 }
             })
             .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            .map_err(StoreError::unavailable)?;
         }
         Ok(count)
     }
 
-    fn count(&self) -> usize {
-        self.shared.cache.len()
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        Ok(Stats {
+            records: self.shared.records.len(),
+        })
+    }
+
+    async fn of_user(
+        &self,
+        user: &str,
+        now: u64,
+    ) -> Result<Vec<(SessionKey, Session)>, StoreError> {
+        Ok(memory::of_user(
+            &self.shared.records,
+            &self.shared.by_user,
+            user,
+            now,
+        ))
     }
 }
 
@@ -241,8 +187,8 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// temp file (0600) → write → fsync → rename over the target → fsync dir.
-fn write_atomically(dir: &Path, path: &Path, session: &Session) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(session)?;
+fn write_atomically(dir: &Path, path: &Path, record: &Record) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(record)?;
     let mut suffix = [0u8; 8];
     getrandom::fill(&mut suffix).map_err(std::io::Error::other)?;
     let stem = path
@@ -277,46 +223,56 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn parse_hex(text: &str) -> Option<[u8; 16]> {
-    if text.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::conformance::{self, LIFETIMES};
+    use super::super::conformance;
     use super::*;
-    use crate::session::id::Keys;
+
+    fn live(user: &str, expires_at: u64) -> Record {
+        let mut session = Session::new(1_000_000);
+        session.user = Some(user.into());
+        Record::Live {
+            session,
+            expires_at,
+        }
+    }
 
     #[tokio::test]
     async fn conforms() {
         let root = tempfile::tempdir().unwrap();
         let counter = std::sync::atomic::AtomicUsize::new(0);
-        conformance::run(|| {
+        conformance::run(false, || {
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            FileStore::open(&root.path().join(n.to_string()), LIFETIMES, 0).unwrap()
+            FileStore::open(&root.path().join(n.to_string()), 0).unwrap()
         })
         .await;
     }
 
     #[tokio::test]
-    async fn sessions_survive_a_reopen_and_files_are_private() {
+    async fn records_survive_a_reopen_and_files_are_private() {
         let root = tempfile::tempdir().unwrap();
         let dir = &root.path().join("sessions");
-        let keys = Keys::new(&[vec![3; 32]]).unwrap();
-        let id = SessionId::generate(&keys, 1000);
-        let mut s = Session::new(1_000_000);
-        s.user = Some("alice".into());
-        let store = FileStore::open(dir, LIFETIMES, 1_000_000).unwrap();
-        store.save(&id, &s).await.unwrap();
+        let (key, gone) = (conformance::key(), conformance::key());
+        let store = FileStore::open(dir, 1_000_000).unwrap();
+        let Record::Live { session, .. } = live("alice", 2_000_000) else {
+            unreachable!()
+        };
+        store
+            .commit(Changes {
+                save: Some(super::super::Save {
+                    key,
+                    session,
+                    expires_at: 2_000_000,
+                }),
+                revoke: Some(super::super::Revoke {
+                    key: gone,
+                    until: 2_000_000,
+                }),
+            })
+            .await
+            .unwrap();
 
-        let path = dir.join(format!("{}.json", id.storage_key()));
+        let path = dir.join(format!("{}.json", key.hex()));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -329,73 +285,45 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(leftovers.len(), 1, "temp files left: {leftovers:?}");
+        assert_eq!(leftovers.len(), 2, "temp files left: {leftovers:?}");
 
-        let reopened = FileStore::open(dir, LIFETIMES, 1_000_500).unwrap();
-        let Lookup::Live(back) = reopened.visit(&id, 1_000_500).await.unwrap() else {
+        let reopened = FileStore::open(dir, 1_000_500).unwrap();
+        let Lookup::Live(back) = reopened.load(&key, 1_000_500).await.unwrap() else {
             panic!("session lost across reopen")
         };
         assert_eq!(back.user.as_deref(), Some("alice"));
+        assert_eq!(reopened.load(&gone, 1_000_500).await.unwrap(), Lookup::Gone);
+        assert_eq!(reopened.of_user("alice", 1_000_500).await.unwrap().len(), 1);
+        // Past its expiry, a reopen forgets it and removes the file.
+        let later = FileStore::open(dir, 2_000_000).unwrap();
+        assert_eq!(later.stats().await.unwrap().records, 0);
+        assert!(!path.exists());
     }
 
     #[tokio::test]
     async fn corrupt_files_are_skipped_and_expired_ones_removed() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path()).unwrap();
         let corrupt = dir.path().join(format!("{}.json", "ab".repeat(16)));
-        std::fs::write(&corrupt, b"{\"created\": 12, \"last_se").unwrap();
+        std::fs::write(
+            &corrupt,
+            b"{\"live\": {\"session\": {\"created\": 12, \"last_se",
+        )
+        .unwrap();
         std::fs::write(
             dir.path().join(format!("{}.json", "cd".repeat(16))),
             b"\xff\x00",
         )
         .unwrap();
-        let expired = Session::new(0);
         let expired_path = dir.path().join(format!("{}.json", "ef".repeat(16)));
-        std::fs::write(&expired_path, serde_json::to_vec(&expired).unwrap()).unwrap();
+        std::fs::write(&expired_path, serde_json::to_vec(&live("old", 5)).unwrap()).unwrap();
         std::fs::write(dir.path().join(".x.tmp"), b"half").unwrap();
         std::fs::write(dir.path().join("README"), b"not ours").unwrap();
 
-        let store = FileStore::open(dir.path(), LIFETIMES, 10_000_000).unwrap();
-        assert_eq!(store.count(), 0);
+        let store = FileStore::open(dir.path(), 10_000_000).unwrap();
+        assert_eq!(store.stats().await.unwrap().records, 0);
         assert!(corrupt.exists(), "a corrupt file is left for inspection");
         assert!(!expired_path.exists(), "an expired file is removed");
         assert!(!dir.path().join(".x.tmp").exists());
         assert!(dir.path().join("README").exists());
-    }
-
-    #[tokio::test]
-    async fn visits_reach_the_disk_only_after_the_touch_interval() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = Keys::new(&[vec![3; 32]]).unwrap();
-        let id = SessionId::generate(&keys, 1000);
-        let store = FileStore::open(dir.path(), LIFETIMES, 0).unwrap();
-        let interval = u64::try_from(store.touch_interval().as_millis()).unwrap();
-        assert_eq!(interval, 15_000, "a quarter of the 60 s idle limit");
-        store.save(&id, &Session::new(1_000_000)).await.unwrap();
-        let path = dir.path().join(format!("{}.json", id.storage_key()));
-        let on_disk = || {
-            serde_json::from_slice::<Session>(&std::fs::read(&path).unwrap())
-                .unwrap()
-                .last_seen
-        };
-
-        for k in 1..10 {
-            store.visit(&id, 1_000_000 + k * 1000).await.unwrap();
-        }
-        assert_eq!(
-            on_disk(),
-            1_000_000,
-            "a visit within the interval wrote the disk"
-        );
-
-        store.visit(&id, 1_000_000 + interval).await.unwrap();
-        // The write runs in the background: poll for it (bounded).
-        for _ in 0..400 {
-            if on_disk() == 1_000_000 + interval {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(on_disk(), 1_000_000 + interval);
     }
 }

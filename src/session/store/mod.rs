@@ -2,74 +2,198 @@
 //! ([`Store`]) chosen by `session.store`.
 //!
 //! The contract, which the conformance tests below hold every backend to:
-//! - [`SessionStore::visit`] answers [`Lookup::Live`] only for a session that
-//!   was saved, is not revoked and has not expired; it records the visit
-//!   (last seen) without necessarily writing it through at once.
-//! - [`SessionStore::save`] replaces the whole session and is durable when
-//!   it returns (for backends that are durable at all).
-//! - [`SessionStore::revoke`] makes the ID [`Lookup::Gone`] for at least one
-//!   idle period from the revocation, after which [`SessionStore::purge`]
-//!   may forget it.
-//! - **A tombstone wins.** [`SessionStore::save`] never replaces a revoked
-//!   record: a request that loaded the session before a logout and saves
-//!   it after (a URL-mode cookie jar, say) cannot bring it back to life.
-//! - Expired sessions answer [`Lookup::Gone`] until purged, then
-//!   [`Lookup::Unknown`]: neither ever yields its data again.
+//! - **The session layer decides expiry; a store is told it.** Every save
+//!   carries the instant the record expires ([`Save::expires_at`], Unix
+//!   ms); a store keeps that instant (Redis: `PXAT`) and never answers
+//!   [`Lookup::Live`] at or past it. Stores know nothing of lifetimes.
+//! - [`SessionStore::load`] answers [`Lookup::Live`] only for a record that
+//!   was saved, is not revoked and has not passed its expiry. It records
+//!   nothing: "last seen" is written by the session layer, coalesced (see
+//!   [`super::Sessions`]).
+//! - [`SessionStore::commit`] applies one request's writes (a save, a
+//!   revocation, or both: a login saves the new ID and revokes the old) in
+//!   as few round trips as the backend allows, and is durable when it
+//!   returns (for backends that are durable at all).
+//! - **A tombstone wins.** A revoked key is [`Lookup::Gone`] until the
+//!   instant given with the revocation; a save never replaces it, so a
+//!   request that loaded the session before a logout and saves it after (a
+//!   URL-mode cookie jar, say) cannot bring it back to life.
+//! - **A per-user index.** [`SessionStore::of_user`] lists the live
+//!   sessions of one user, for "log out everywhere".
+//! - Errors say what failed ([`StoreError`]): *unavailable* (retry later:
+//!   503) or *corrupt* (a record that does not decode: treat it as absent).
 
 pub mod file;
 pub mod memory;
+pub mod redis;
 
-use super::data::{Lifetimes, Session};
-use super::id::SessionId;
+use std::fmt;
 
-/// What a store knows about an ID.
+use super::data::Session;
+
+/// Where a session lives in a store: the random half of its ID. Made only
+/// from a verified [`super::id::SessionId`] (or read back from the store's
+/// own records), never from client bytes, so no store is ever asked about
+/// an ID this proxy did not sign.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey([u8; 16]);
+
+impl SessionKey {
+    pub(crate) fn from_nonce(nonce: [u8; 16]) -> SessionKey {
+        SessionKey(nonce)
+    }
+
+    /// The key as 32 lowercase hex digits (file names, Redis keys).
+    pub fn hex(&self) -> String {
+        let mut out = String::with_capacity(32);
+        for b in self.0 {
+            out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+        }
+        out
+    }
+
+    /// Reads back what [`SessionKey::hex`] wrote (a store's own records).
+    pub(crate) fn parse_hex(text: &str) -> Option<SessionKey> {
+        if text.len() != 32 || !text.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(SessionKey(out))
+    }
+
+    /// The raw bytes.
+    pub fn bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionKey({}…)", &self.hex()[..8])
+    }
+}
+
+/// What a store knows about a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
-    /// A live session, as of this visit.
+    /// A live session.
     Live(Session),
-    /// Revoked or expired: never to be honoured again.
+    /// Revoked: never to be honoured again.
     Gone,
-    /// Never saved here (or purged long ago).
+    /// Never saved here, expired, or purged.
     Unknown,
 }
 
-/// A store failed (disk full, a remote store unreachable).
+/// A record to write: the whole session, and when it expires.
+#[derive(Debug, Clone)]
+pub struct Save {
+    /// Where.
+    pub key: SessionKey,
+    /// What (replaces what was there, unless that is a tombstone).
+    pub session: Session,
+    /// Unix ms at which the record is no longer live.
+    pub expires_at: u64,
+}
+
+/// A key to revoke, and how long its tombstone must last.
+#[derive(Debug, Clone, Copy)]
+pub struct Revoke {
+    /// Which.
+    pub key: SessionKey,
+    /// Unix ms until which the key answers [`Lookup::Gone`].
+    pub until: u64,
+}
+
+/// One request's writes, applied together by [`SessionStore::commit`].
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// A record to save.
+    pub save: Option<Save>,
+    /// A key to revoke (e.g. the ID a login rotated away).
+    pub revoke: Option<Revoke>,
+}
+
+impl Changes {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.save.is_none() && self.revoke.is_none()
+    }
+}
+
+/// What a store holds, for operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Records (live sessions and tombstones not yet forgotten); for Redis,
+    /// the keys under the prefix that name sessions.
+    pub records: usize,
+}
+
+/// A store failed.
 #[derive(Debug, thiserror::Error)]
-#[error("session store: {0}")]
-pub struct StoreError(#[from] pub std::io::Error);
+pub enum StoreError {
+    /// The store cannot answer now (timeout, connection refused, disk
+    /// full): the request gets 503 and may be retried.
+    #[error("session store unavailable: {0}")]
+    Unavailable(#[source] crate::error::BoxError),
+    /// A record did not decode: it is treated as absent (and logged).
+    #[error("corrupt session record {key:?}: {source}")]
+    Corrupt {
+        /// Which record.
+        key: SessionKey,
+        /// Why it did not decode.
+        #[source]
+        source: crate::error::BoxError,
+    },
+}
+
+impl StoreError {
+    /// Unavailable, because of `source`.
+    pub fn unavailable(source: impl Into<crate::error::BoxError>) -> StoreError {
+        StoreError::Unavailable(source.into())
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> StoreError {
+        StoreError::Unavailable(Box::new(e))
+    }
+}
 
 /// The contract every session store keeps (see the module docs).
 pub trait SessionStore {
-    /// Looks `id` up as of `now` (Unix ms) and records the visit.
-    fn visit(
+    /// Looks `key` up as of `now` (Unix ms).
+    fn load(
         &self,
-        id: &SessionId,
+        key: &SessionKey,
         now: u64,
     ) -> impl std::future::Future<Output = Result<Lookup, StoreError>> + Send;
 
-    /// Stores `session` under `id`, replacing what was there, unless what
-    /// is there is a revoked record (then nothing changes).
-    fn save(
+    /// Applies one request's writes.
+    fn commit(
         &self,
-        id: &SessionId,
-        session: &Session,
+        changes: Changes,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
 
-    /// Ends the session: its ID is never live again.
-    fn revoke(
-        &self,
-        id: &SessionId,
-        now: u64,
-    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
-
-    /// Forgets sessions expired at `now`; returns how many.
+    /// Forgets records past their expiry at `now`; returns how many (0 for
+    /// stores that expire records themselves).
     fn purge(
         &self,
         now: u64,
     ) -> impl std::future::Future<Output = Result<usize, StoreError>> + Send;
 
-    /// How many sessions (live, revoked or not yet purged) it holds.
-    fn count(&self) -> usize;
+    /// How much the store holds.
+    fn stats(&self) -> impl std::future::Future<Output = Result<Stats, StoreError>> + Send;
+
+    /// The live sessions of `user` at `now`, with their keys.
+    fn of_user(
+        &self,
+        user: &str,
+        now: u64,
+    ) -> impl std::future::Future<Output = Result<Vec<(SessionKey, Session)>, StoreError>> + Send;
 }
 
 /// The configured store.
@@ -78,62 +202,89 @@ pub enum Store {
     Memory(memory::MemoryStore),
     /// `session.store = "file"`.
     File(file::FileStore),
+    /// `session.store = "redis"`.
+    Redis(redis::RedisStore),
+}
+
+macro_rules! each {
+    ($self:ident, $s:ident => $body:expr) => {
+        match $self {
+            Store::Memory($s) => $body,
+            Store::File($s) => $body,
+            Store::Redis($s) => $body,
+        }
+    };
 }
 
 impl SessionStore for Store {
-    async fn visit(&self, id: &SessionId, now: u64) -> Result<Lookup, StoreError> {
-        match self {
-            Store::Memory(s) => s.visit(id, now).await,
-            Store::File(s) => s.visit(id, now).await,
-        }
+    async fn load(&self, key: &SessionKey, now: u64) -> Result<Lookup, StoreError> {
+        each!(self, s => s.load(key, now).await)
     }
 
-    async fn save(&self, id: &SessionId, session: &Session) -> Result<(), StoreError> {
-        match self {
-            Store::Memory(s) => s.save(id, session).await,
-            Store::File(s) => s.save(id, session).await,
-        }
-    }
-
-    async fn revoke(&self, id: &SessionId, now: u64) -> Result<(), StoreError> {
-        match self {
-            Store::Memory(s) => s.revoke(id, now).await,
-            Store::File(s) => s.revoke(id, now).await,
-        }
+    async fn commit(&self, changes: Changes) -> Result<(), StoreError> {
+        each!(self, s => s.commit(changes).await)
     }
 
     async fn purge(&self, now: u64) -> Result<usize, StoreError> {
-        match self {
-            Store::Memory(s) => s.purge(now).await,
-            Store::File(s) => s.purge(now).await,
-        }
+        each!(self, s => s.purge(now).await)
     }
 
-    fn count(&self) -> usize {
-        match self {
-            Store::Memory(s) => s.count(),
-            Store::File(s) => s.count(),
-        }
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        each!(self, s => s.stats().await)
+    }
+
+    async fn of_user(
+        &self,
+        user: &str,
+        now: u64,
+    ) -> Result<Vec<(SessionKey, Session)>, StoreError> {
+        each!(self, s => s.of_user(user, now).await)
     }
 }
 
-/// The record that marks an ID revoked at `now`: it lives one idle period
-/// from then, which outlasts both the time the ID could pass as newly
-/// issued (see [`super::Sessions`]) and any request in flight at the
-/// revocation that might still try to save it.
-pub(crate) fn tombstone(id: &SessionId, now: u64) -> Session {
-    let issued = id.issued().saturating_mul(1000);
-    let mut s = Session::new(issued.max(now));
-    s.revoked = true;
-    s
+/// A record as the in-process stores keep it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Record {
+    /// A session, live until `expires_at`.
+    #[serde(rename = "live")]
+    Live { session: Session, expires_at: u64 },
+    /// A revoked key, answered as gone until `until`.
+    #[serde(rename = "revoked")]
+    Revoked { until: u64 },
 }
 
-/// How a stored record answers a visit at `now`.
-pub(crate) fn lookup_of(record: &Session, lifetimes: &Lifetimes, now: u64) -> Lookup {
-    if record.revoked || record.expired(lifetimes, now) {
-        Lookup::Gone
-    } else {
-        Lookup::Live(record.clone())
+impl Record {
+    /// How the record answers a lookup at `now`.
+    pub(crate) fn lookup(&self, now: u64) -> Lookup {
+        match self {
+            Record::Live {
+                session,
+                expires_at,
+            } if now < *expires_at => Lookup::Live(session.clone()),
+            Record::Revoked { until } if now < *until => Lookup::Gone,
+            _ => Lookup::Unknown,
+        }
+    }
+
+    /// Whether it can be forgotten at `now`.
+    pub(crate) fn ended(&self, now: u64) -> bool {
+        match self {
+            Record::Live { expires_at, .. } => now >= *expires_at,
+            Record::Revoked { until } => now >= *until,
+        }
+    }
+
+    /// Whether it is a tombstone that still stands at `now`.
+    pub(crate) fn is_tombstone(&self, now: u64) -> bool {
+        matches!(self, Record::Revoked { until } if now < *until)
+    }
+
+    /// The user of a live record.
+    pub(crate) fn user(&self) -> Option<&str> {
+        match self {
+            Record::Live { session, .. } => session.user.as_deref(),
+            Record::Revoked { .. } => None,
+        }
     }
 }
 
@@ -142,24 +293,16 @@ pub(crate) mod conformance {
     //! One suite, run against every backend.
 
     use std::sync::Arc;
-    use std::time::Duration;
 
     use super::*;
-    use crate::session::id::Keys;
 
-    pub const LIFETIMES: Lifetimes = Lifetimes {
-        idle: Duration::from_secs(60),
-        absolute: Duration::from_secs(3600),
-        remember_me: Duration::from_secs(86400),
-    };
     const T0: u64 = 1_800_000_000_000;
 
-    fn keys() -> Keys {
-        Keys::new(&[vec![7; 32]]).unwrap()
-    }
-
-    fn id() -> SessionId {
-        SessionId::generate(&keys(), T0 / 1000)
+    /// A key no other test uses.
+    pub fn key() -> SessionKey {
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).unwrap();
+        SessionKey::from_nonce(nonce)
     }
 
     fn session(user: &str) -> Session {
@@ -169,153 +312,230 @@ pub(crate) mod conformance {
         s
     }
 
-    pub async fn run<S: SessionStore + Send + Sync + 'static>(make: impl Fn() -> S) {
-        save_then_load(&make()).await;
-        unknown_ids(&make()).await;
-        idle_expiry_and_refresh(&make()).await;
-        absolute_expiry(&make()).await;
-        revoke(&make()).await;
-        no_resurrection(&make()).await;
-        purge(&make()).await;
-        concurrency(Arc::new(make())).await;
+    fn save(key: SessionKey, session: Session, expires_at: u64) -> Changes {
+        Changes {
+            save: Some(Save {
+                key,
+                session,
+                expires_at,
+            }),
+            revoke: None,
+        }
     }
 
-    async fn save_then_load(store: &impl SessionStore) {
-        let id = id();
-        store.save(&id, &session("alice")).await.unwrap();
-        let Lookup::Live(s) = store.visit(&id, T0 + 1).await.unwrap() else {
+    fn revoke(key: SessionKey, until: u64) -> Changes {
+        Changes {
+            save: None,
+            revoke: Some(Revoke { key, until }),
+        }
+    }
+
+    /// `real_clock`: the store keeps its own clock (Redis), so each test
+    /// writes relative to the real time; the others are told a fixed one.
+    /// `make` gives an empty store.
+    pub async fn run<S: SessionStore + Send + Sync + 'static>(
+        real_clock: bool,
+        make: impl Fn() -> S,
+    ) {
+        let t0 = || {
+            if real_clock {
+                crate::session::data::Clock::new().now_ms()
+            } else {
+                T0
+            }
+        };
+        save_then_load(&make(), t0()).await;
+        unknown_keys(&make(), t0()).await;
+        expiry_is_what_it_was_told(&make(), t0()).await;
+        revoke_and_no_resurrection(&make(), t0()).await;
+        login_in_one_commit(&make(), t0()).await;
+        per_user_index(&make(), t0()).await;
+        concurrency(Arc::new(make()), t0()).await;
+        if !real_clock {
+            // Stores that keep no clock of their own are purged by the caller.
+            purge(&make()).await;
+        }
+    }
+
+    async fn save_then_load(store: &impl SessionStore, t0: u64) {
+        let key = key();
+        store
+            .commit(save(key, session("alice"), t0 + 60_000))
+            .await
+            .unwrap();
+        let Lookup::Live(s) = store.load(&key, t0 + 1).await.unwrap() else {
             panic!("saved session not live")
         };
-        assert_eq!(s.user.as_deref(), Some("alice"));
-        assert_eq!(s.values["k"], "v");
-        assert_eq!(s.last_seen, T0 + 1, "visit records last seen");
+        assert_eq!(s, session("alice"), "what was saved comes back whole");
         // Saving again replaces.
-        store.save(&id, &session("bob")).await.unwrap();
-        let Lookup::Live(s) = store.visit(&id, T0 + 2).await.unwrap() else {
+        store
+            .commit(save(key, session("bob"), t0 + 60_000))
+            .await
+            .unwrap();
+        let Lookup::Live(s) = store.load(&key, t0 + 2).await.unwrap() else {
             panic!()
         };
         assert_eq!(s.user.as_deref(), Some("bob"));
+        assert!(store.stats().await.unwrap().records >= 1);
     }
 
-    async fn unknown_ids(store: &impl SessionStore) {
-        assert_eq!(store.visit(&id(), T0).await.unwrap(), Lookup::Unknown);
+    async fn unknown_keys(store: &impl SessionStore, t0: u64) {
+        assert_eq!(store.load(&key(), t0).await.unwrap(), Lookup::Unknown);
+        assert!(store.commit(Changes::default()).await.is_ok());
     }
 
-    async fn idle_expiry_and_refresh(store: &impl SessionStore) {
-        let id = id();
-        store.save(&id, &session("alice")).await.unwrap();
-        // Visits 50 s apart keep it alive well past one idle period...
-        for i in 1..=5 {
-            let at = T0 + i * 50_000;
-            assert!(matches!(
-                store.visit(&id, at).await.unwrap(),
-                Lookup::Live(_)
-            ));
-        }
-        // ...then 61 s of silence ends it, and a later visit does not revive it.
-        let late = T0 + 5 * 50_000 + 61_000;
-        assert_eq!(store.visit(&id, late).await.unwrap(), Lookup::Gone);
-        assert_eq!(store.visit(&id, late + 1).await.unwrap(), Lookup::Gone);
-    }
-
-    async fn absolute_expiry(store: &impl SessionStore) {
-        let id = id();
-        store.save(&id, &session("alice")).await.unwrap();
-        let mut at = T0;
-        while at + 30_000 < T0 + 3_600_000 {
-            at += 30_000;
-            assert!(matches!(
-                store.visit(&id, at).await.unwrap(),
-                Lookup::Live(_)
-            ));
-        }
-        assert_eq!(
-            store.visit(&id, T0 + 3_600_000).await.unwrap(),
-            Lookup::Gone
-        );
-
-        // Remember-me: no idle limit, its own absolute limit.
-        let id = super::super::id::SessionId::generate(&keys(), T0 / 1000);
-        let mut s = session("carol");
-        s.remember = true;
-        store.save(&id, &s).await.unwrap();
+    async fn expiry_is_what_it_was_told(store: &impl SessionStore, t0: u64) {
+        let key = key();
+        store
+            .commit(save(key, session("alice"), t0 + 1_500))
+            .await
+            .unwrap();
         assert!(matches!(
-            store.visit(&id, T0 + 3_600_000 * 2).await.unwrap(),
+            store.load(&key, t0 + 1_000).await.unwrap(),
             Lookup::Live(_)
         ));
-        assert_eq!(
-            store.visit(&id, T0 + 86_400_000).await.unwrap(),
-            Lookup::Gone
+        // A save with a later expiry extends it (the session layer's touch).
+        store
+            .commit(save(key, session("alice"), t0 + 3_000))
+            .await
+            .unwrap();
+        wait_past(t0 + 1_600).await;
+        assert!(matches!(
+            store.load(&key, t0 + 1_600).await.unwrap(),
+            Lookup::Live(_)
+        ));
+        wait_past(t0 + 3_100).await;
+        assert_eq!(store.load(&key, t0 + 3_100).await.unwrap(), Lookup::Unknown);
+        assert!(
+            store.of_user("alice", t0 + 3_100).await.unwrap().is_empty(),
+            "an expired session is listed"
         );
     }
 
-    async fn revoke(store: &impl SessionStore) {
-        let id = id();
-        store.save(&id, &session("alice")).await.unwrap();
-        store.revoke(&id, T0 + 10).await.unwrap();
-        assert_eq!(store.visit(&id, T0 + 20).await.unwrap(), Lookup::Gone);
-        // Revoking what was never saved still marks the ID.
-        let never = self::id();
-        store.revoke(&never, T0).await.unwrap();
-        assert_eq!(store.visit(&never, T0 + 1).await.unwrap(), Lookup::Gone);
-    }
-
-    async fn no_resurrection(store: &impl SessionStore) {
-        // A session issued long ago, loaded by a request, revoked by another,
-        // then saved by the first: it stays revoked.
-        let id = id();
-        let late = T0 + 50_000;
-        let mut s = session("alice");
-        s.last_seen = late;
-        store.save(&id, &s).await.unwrap();
-        let Lookup::Live(mut loaded) = store.visit(&id, late).await.unwrap() else {
+    async fn revoke_and_no_resurrection(store: &impl SessionStore, t0: u64) {
+        let key = key();
+        store
+            .commit(save(key, session("alice"), t0 + 600_000))
+            .await
+            .unwrap();
+        let Lookup::Live(mut loaded) = store.load(&key, t0 + 1).await.unwrap() else {
             panic!("saved session not live")
         };
-        store.revoke(&id, late + 1).await.unwrap();
+        store.commit(revoke(key, t0 + 2_000)).await.unwrap();
+        assert_eq!(store.load(&key, t0 + 2).await.unwrap(), Lookup::Gone);
+        // The request that loaded it before the revocation saves it after.
         loaded.values.insert("jar".into(), "late write".into());
-        store.save(&id, &loaded).await.unwrap();
-        assert_eq!(store.visit(&id, late + 2).await.unwrap(), Lookup::Gone);
-        // ...and the tombstone outlives the ID's own first idle period.
-        assert_eq!(store.visit(&id, late + 59_000).await.unwrap(), Lookup::Gone);
-        store.purge(late + 30_000).await.unwrap();
-        store.save(&id, &loaded).await.unwrap();
-        assert_eq!(store.visit(&id, late + 30_001).await.unwrap(), Lookup::Gone);
+        store.commit(save(key, loaded, t0 + 600_000)).await.unwrap();
+        assert_eq!(
+            store.load(&key, t0 + 3).await.unwrap(),
+            Lookup::Gone,
+            "resurrected"
+        );
+        // Revoking what was never saved still marks the key.
+        let never = self::key();
+        store.commit(revoke(never, t0 + 2_000)).await.unwrap();
+        assert_eq!(store.load(&never, t0 + 4).await.unwrap(), Lookup::Gone);
+        // The tombstone lasts as long as it was told, then goes.
+        wait_past(t0 + 2_100).await;
+        assert_eq!(
+            store.load(&never, t0 + 2_100).await.unwrap(),
+            Lookup::Unknown
+        );
+    }
+
+    async fn login_in_one_commit(store: &impl SessionStore, t0: u64) {
+        let (old, new) = (key(), key());
+        store
+            .commit(save(old, session("anon"), t0 + 600_000))
+            .await
+            .unwrap();
+        store
+            .commit(Changes {
+                save: Some(Save {
+                    key: new,
+                    session: session("alice"),
+                    expires_at: t0 + 600_000,
+                }),
+                revoke: Some(Revoke {
+                    key: old,
+                    until: t0 + 600_000,
+                }),
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.load(&old, t0 + 1).await.unwrap(), Lookup::Gone);
+        assert!(matches!(
+            store.load(&new, t0 + 1).await.unwrap(),
+            Lookup::Live(_)
+        ));
+    }
+
+    async fn per_user_index(store: &impl SessionStore, t0: u64) {
+        let user = format!("dora-{}", key().hex());
+        let (a, b, c, other) = (key(), key(), key(), key());
+        for k in [a, b, c] {
+            store
+                .commit(save(k, session(&user), t0 + 600_000))
+                .await
+                .unwrap();
+        }
+        store
+            .commit(save(other, session(&format!("{user}x")), t0 + 600_000))
+            .await
+            .unwrap();
+        let mut listed: Vec<SessionKey> = store
+            .of_user(&user, t0 + 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, s)| {
+                assert_eq!(s.user.as_deref(), Some(user.as_str()));
+                k
+            })
+            .collect();
+        listed.sort_by_key(|k| *k.bytes());
+        let mut want = vec![a, b, c];
+        want.sort_by_key(|k| *k.bytes());
+        assert_eq!(listed, want);
+        // A revoked one is no longer listed.
+        store.commit(revoke(b, t0 + 600_000)).await.unwrap();
+        assert_eq!(store.of_user(&user, t0 + 2).await.unwrap().len(), 2);
+        assert!(store.of_user("nobody-at-all", t0).await.unwrap().is_empty());
     }
 
     async fn purge(store: &impl SessionStore) {
-        let (old, fresh, dead) = (id(), id(), id());
-        store.save(&old, &session("old")).await.unwrap();
-        let mut young = session("young");
-        young.created = T0 + 100_000;
-        young.last_seen = T0 + 100_000;
-        store.save(&fresh, &young).await.unwrap();
-        store.revoke(&dead, T0).await.unwrap();
-        assert_eq!(store.count(), 3);
-        // At T0 + 90 s: `old` and the tombstone are past idle, `young` is not.
+        let (old, young, dead) = (key(), key(), key());
+        store
+            .commit(save(old, session("old"), T0 + 60_000))
+            .await
+            .unwrap();
+        store
+            .commit(save(young, session("young"), T0 + 200_000))
+            .await
+            .unwrap();
+        store.commit(revoke(dead, T0 + 60_000)).await.unwrap();
+        assert_eq!(store.stats().await.unwrap().records, 3);
         assert_eq!(store.purge(T0 + 90_000).await.unwrap(), 2);
-        assert_eq!(store.count(), 1);
-        assert_eq!(
-            store.visit(&old, T0 + 90_000).await.unwrap(),
-            Lookup::Unknown
-        );
+        assert_eq!(store.stats().await.unwrap().records, 1);
         assert!(matches!(
-            store.visit(&fresh, T0 + 100_001).await.unwrap(),
+            store.load(&young, T0 + 100_001).await.unwrap(),
             Lookup::Live(_)
         ));
+        assert!(store.of_user("old", T0 + 90_000).await.unwrap().is_empty());
     }
 
-    async fn concurrency<S: SessionStore + Send + Sync + 'static>(store: Arc<S>) {
-        let ids: Vec<SessionId> = (0..16).map(|_| id()).collect();
+    async fn concurrency<S: SessionStore + Send + Sync + 'static>(store: Arc<S>, t0: u64) {
+        let keys: Vec<SessionKey> = (0..16).map(|_| key()).collect();
         let mut tasks = Vec::new();
-        for (n, id) in ids.iter().enumerate() {
+        for (n, key) in keys.iter().enumerate() {
             for round in 0..8u64 {
-                let (store, id) = (store.clone(), id.clone());
+                let (store, key) = (store.clone(), *key);
                 tasks.push(tokio::spawn(async move {
                     let mut s = session(&format!("user{n}"));
                     s.values.insert("round".into(), round.to_string());
-                    store.save(&id, &s).await.unwrap();
+                    store.commit(save(key, s, t0 + 600_000)).await.unwrap();
                     for k in 0..20 {
-                        let got = store.visit(&id, T0 + k).await.unwrap();
+                        let got = store.load(&key, t0 + k).await.unwrap();
                         let Lookup::Live(got) = got else {
                             panic!("{got:?}")
                         };
@@ -327,6 +547,14 @@ pub(crate) mod conformance {
         for t in tasks {
             t.await.unwrap();
         }
-        assert_eq!(store.count(), 16);
+    }
+
+    /// Stores with their own clock (Redis) expire records in real time; the
+    /// in-process ones take `now` as given, so waiting is harmless there.
+    async fn wait_past(at: u64) {
+        let now = crate::session::data::Clock::new().now_ms();
+        if at > now && at - now < 10_000 {
+            tokio::time::sleep(std::time::Duration::from_millis(at - now + 20)).await;
+        }
     }
 }

@@ -1,0 +1,67 @@
+//! [`SessionState`]: one request's session, changed by the steps that
+//! handle it (login, logout, the upstream's control headers, URL mode's
+//! cookie jar) and written once, by [`super::Sessions::commit`], before the
+//! answer leaves. A network store gets one round trip per request at most,
+//! and the finishing step reads what the session became from here, not
+//! from the response.
+
+use std::ops::Deref;
+
+use super::data::Session;
+use super::id::SessionId;
+use super::Current;
+
+/// The visitor's session for one request, and what must be written.
+#[derive(Debug)]
+pub struct SessionState {
+    pub(super) current: Current,
+    /// An ID to end at commit: the one a login replaced, or the one a
+    /// logout ends.
+    pub(super) revoke: Option<SessionId>,
+    /// The record changed: save it.
+    pub(super) dirty: bool,
+    /// The stored "last seen" is older than the touch interval: save it.
+    pub(super) touch: bool,
+    /// Logged out: the cookie is expired and nothing is saved.
+    pub(super) ended: bool,
+}
+
+impl SessionState {
+    pub(super) fn new(current: Current, touch: bool) -> SessionState {
+        SessionState {
+            current,
+            revoke: None,
+            dirty: false,
+            touch,
+            ended: false,
+        }
+    }
+
+    /// Whether the session was ended by this request (logout).
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// From this answer on, the session travels in URLs (the probe found
+    /// that the client refuses cookies, or a login form came without one).
+    pub fn enter_url_mode(&mut self) {
+        self.current.in_url = true;
+    }
+
+    /// The session's record, to change (it is saved at commit). A session
+    /// that had nothing stored gets an empty record created at `now`.
+    pub fn record_mut(&mut self, now: u64) -> &mut Session {
+        self.dirty = true;
+        self.current
+            .session
+            .get_or_insert_with(|| Session::new(now))
+    }
+}
+
+impl Deref for SessionState {
+    type Target = Current;
+
+    fn deref(&self) -> &Current {
+        &self.current
+    }
+}
