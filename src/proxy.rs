@@ -67,7 +67,7 @@ async fn pipeline(
     //    for a client that refuses cookies, the URL; else a new one. A store
     //    that cannot answer fails the request (503): a session that cannot
     //    be checked is never taken as logged in. The login page alone is
-    //    still shown, with a new session.
+    //    still shown, with a stand-in session whose cookie is not sent.
     let client = Client::of(peer.addr.ip(), req.headers());
     let mut state = match app
         .sessions
@@ -76,8 +76,8 @@ async fn pipeline(
     {
         Ok(state) => state,
         Err(error) if login::shown_without_store(&req) => {
-            tracing::warn!(%error, "session store unavailable; the login page is shown with a new session");
-            app.sessions.issue()
+            tracing::warn!(%error, "session store unavailable; the login page is shown without a session");
+            app.sessions.stand_in()
         }
         Err(error) => return Err(error.into()),
     };
@@ -196,7 +196,10 @@ fn finish(
         let status = resp.status();
         rewrite::temper_redirect_policy(status, resp.headers_mut());
     }
-    if let Some(cookie) = app.sessions.set_cookie(after) {
+    let cookie = (!state.is_stand_in())
+        .then(|| app.sessions.set_cookie(after))
+        .flatten();
+    if let Some(cookie) = cookie {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
         cache::keep_private(resp.headers_mut());
     }

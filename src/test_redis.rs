@@ -44,6 +44,11 @@ impl Server {
         Server::start_with(&[])
     }
 
+    /// [`Server::start`] on `port` (a test that started the proxy first).
+    pub fn start_on(port: u16) -> Server {
+        Server::launch(port, scratch_dir(port), Vec::new())
+    }
+
     /// [`Server::start`] with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> Server {
         let port = free_port();

@@ -20,5 +20,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Benchmarks run once each as smoke tests, then every test.
-cargo test --locked --benches
+cargo test --locked --bench sessions --bench rewrite
 cargo test --locked --lib --bins --tests

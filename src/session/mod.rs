@@ -259,6 +259,15 @@ impl Sessions {
         SessionState::new(current, false)
     }
 
+    /// A new session that stands in for the one the request carries while
+    /// the store cannot be asked (so the login page can still be shown).
+    /// Its cookie is never sent: the client keeps the one it has.
+    pub fn stand_in(&self) -> SessionState {
+        let mut state = self.issue();
+        state.stand_in = true;
+        state
+    }
+
     /// `Set-Cookie` for a session the client must be told about: a new ID
     /// in cookie mode. A session in URL mode never gets a cookie: an ID
     /// that arrived in a URL is never turned into a cookie.

@@ -24,6 +24,9 @@ pub struct SessionState {
     pub(super) touch: bool,
     /// Logged out: the cookie is expired and nothing is saved.
     pub(super) ended: bool,
+    /// A stand-in while the store cannot be asked: never sent as a cookie,
+    /// so the client keeps the one it has.
+    pub(super) stand_in: bool,
 }
 
 impl SessionState {
@@ -34,7 +37,14 @@ impl SessionState {
             dirty: false,
             touch,
             ended: false,
+            stand_in: false,
         }
+    }
+
+    /// Whether this is a stand-in for a session the store could not
+    /// answer for (see [`super::Sessions::stand_in`]).
+    pub fn is_stand_in(&self) -> bool {
+        self.stand_in
     }
 
     /// Whether the session was ended by this request (logout).
