@@ -56,20 +56,31 @@ impl Server {
         Server::launch(port, scratch_dir(port), extra)
     }
 
+    /// A server on `port`: `extra` that starts with a config file (a
+    /// sentinel's) goes first and gets no persistence settings.
     fn launch(port: u16, dir: PathBuf, extra: Vec<String>) -> Server {
-        let mut args: Vec<String> = vec![
+        let sentinel = extra.iter().any(|a| a == "--sentinel");
+        let mut args: Vec<String> = Vec::new();
+        if sentinel {
+            args.extend(extra.iter().cloned());
+        }
+        args.extend([
             "--port".into(),
             port.to_string(),
             "--bind".into(),
             "127.0.0.1".into(),
-            "--save".into(),
-            String::new(),
-            "--appendonly".into(),
-            "no".into(),
-            "--dir".into(),
-            dir.display().to_string(),
-        ];
-        args.extend(extra.iter().cloned());
+        ]);
+        if !sentinel {
+            args.extend([
+                "--save".into(),
+                String::new(),
+                "--appendonly".into(),
+                "no".into(),
+                "--dir".into(),
+                dir.display().to_string(),
+            ]);
+            args.extend(extra.iter().cloned());
+        }
         let mut guard = Command::new("sh")
             .arg("-c")
             .arg(r#"redis-server "$@" >/dev/null 2>&1 & echo $!; read _; kill -9 $! 2>/dev/null"#)
@@ -152,13 +163,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         signal(self.pid, "-CONT");
         signal(self.pid, "-KILL");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(10));
-            let _ = self._guard.try_wait();
-        }
+        // Its shell, told by the closed stdin, exits too.
+        drop(self._guard.stdin.take());
+        let _ = self._guard.wait();
     }
 }
 
@@ -177,6 +184,47 @@ fn command(port: u16, args: &[&str]) -> Option<String> {
     let mut buf = vec![0u8; 64 * 1024];
     let n = stream.read(&mut buf).ok()?;
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// A Redis Sentinel watching one primary (named `mymaster`).
+pub struct Sentinel {
+    /// The sentinel process (a `redis-server --sentinel`).
+    pub server: Server,
+}
+
+impl Sentinel {
+    /// Starts a sentinel that monitors `primary`, and waits until it
+    /// names it.
+    pub fn watching(primary: &Server) -> Sentinel {
+        let port = free_port();
+        let dir = scratch_dir(port);
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\n",
+                primary.port
+            ),
+        )
+        .unwrap();
+        let server = Server::launch(
+            port,
+            dir,
+            vec![conf.display().to_string(), "--sentinel".into()],
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let named = server
+                .command(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
+                .is_some_and(|r| r.contains(&primary.port.to_string()));
+            if named {
+                return Sentinel { server };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the sentinel did not name the primary");
+    }
 }
 
 /// A three-node Redis Cluster (no replicas) on 127.0.0.1.
