@@ -45,6 +45,15 @@ impl ProxyError {
         }
     }
 
+    /// Whether the session store could not answer (its outage is logged by
+    /// the store, once).
+    pub fn is_store_unavailable(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Store(crate::session::store::StoreError::Unavailable(_))
+        )
+    }
+
     /// The error and all its sources, for the log: "upstream unreachable:
     /// client error (Connect): tcp connect error: Connection refused".
     pub fn chain(&self) -> String {

@@ -41,7 +41,12 @@ pub async fn handle(app: Arc<App>, peer: Peer, req: Request<Incoming>) -> Respon
     let (resp, upstream_time) = match pipeline(&app, peer, req).await {
         Ok(answer) => answer,
         Err(error) => {
-            tracing::warn!(error = %error.chain(), status = error.status().as_u16(), "request failed");
+            if error.is_store_unavailable() {
+                // The store's breaker logs the outage once, not once a request.
+                tracing::debug!(error = %error.chain(), "request failed: session store unavailable");
+            } else {
+                tracing::warn!(error = %error.chain(), status = error.status().as_u16(), "request failed");
+            }
             (error_response(&error), None)
         }
     };

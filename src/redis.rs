@@ -6,14 +6,15 @@
 //!   (one server; for Sentinel, the primary the sentinels name, asked again
 //!   after a failure), or its async cluster client.
 //! - **Every call has a deadline** (`session.redis_timeout`) and passes a
-//!   breaker ([`Health`]): after a failure, calls fail at once for
-//!   [`RETRY_EVERY`], then one call is let through to test the water. While
+//!   breaker ([`Health`]): after [`TRIP_AFTER`] failures in a row, calls
+//!   fail at once for [`RETRY_EVERY`], then one call is let through to test
+//!   the water. (One slow call on a saturated machine fails only itself.) While
 //!   Redis is down or frozen, requests get a fast 503 instead of queueing
 //!   behind timeouts. The change each way is logged once.
 //! - Starting while Redis is down works: nothing connects until first use.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,9 @@ use crate::session::store::StoreError;
 /// How long the breaker keeps calls from reaching a failed Redis before it
 /// lets one through again.
 pub const RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// Failures in a row that open the breaker.
+pub const TRIP_AFTER: u32 = 3;
 
 /// A handle on the configured Redis. Cheap to clone.
 #[derive(Clone)]
@@ -365,10 +369,13 @@ fn read(
     lock.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
-/// The breaker: down after a failure; while down, one call per
-/// [`RETRY_EVERY`] is let through to find out whether Redis is back.
+/// The breaker: down after [`TRIP_AFTER`] failures in a row; while down,
+/// one call per [`RETRY_EVERY`] is let through to find out whether Redis
+/// is back.
 struct Health {
     down: AtomicBool,
+    /// Failures since the last success.
+    failures: AtomicU32,
     /// When (ms since `origin`) the next trial call may go through.
     next_trial: AtomicU64,
     origin: Instant,
@@ -378,6 +385,7 @@ impl Health {
     fn new() -> Health {
         Health {
             down: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
             next_trial: AtomicU64::new(0),
             origin: Instant::now(),
         }
@@ -403,6 +411,7 @@ impl Health {
     }
 
     fn succeeded(&self) {
+        self.failures.store(0, Ordering::Release);
         if self.down.swap(false, Ordering::AcqRel) {
             tracing::info!("redis is available again");
         }

@@ -439,7 +439,7 @@ mod tests {
         .unwrap();
         let redis = c.session.redis.unwrap();
         assert_eq!(redis.prefix, "cloakroom:");
-        assert_eq!(redis.timeout, Duration::from_millis(250));
+        assert_eq!(redis.timeout, Duration::from_millis(500));
         assert!(err(&format!("{MINIMAL}[session]\nstore = \"disk\"\n"))
             .starts_with("session.store: unknown variant"));
         assert!(

@@ -302,7 +302,7 @@ fn redis_config(
     let timeout = positive(
         "session.redis_timeout",
         raw.redis_timeout,
-        Duration::from_millis(250),
+        Duration::from_millis(500),
     )?;
     Ok(Some(RedisConfig {
         servers,
