@@ -141,9 +141,9 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
-    /// The Redis settings were refused by the client library.
-    #[error("session.redis_url: {0}")]
-    Redis(#[source] ::redis::RedisError),
+    /// The Redis settings could not be used.
+    #[error(transparent)]
+    Redis(#[from] redis::OpenError),
 }
 
 impl App {
@@ -176,7 +176,7 @@ impl App {
                 let settings = cfg.redis.as_ref().ok_or_else(|| {
                     config::ConfigError::key("session.store", "redis needs session.redis_url")
                 })?;
-                let redis = redis::Redis::open(settings).map_err(BuildError::Redis)?;
+                let redis = redis::Redis::open(settings)?;
                 shared = Some(redis.clone());
                 Store::Redis(RedisStore::new(redis))
             }

@@ -63,6 +63,23 @@ enum Servers {
     },
 }
 
+/// Why the Redis settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// `session.redis_ca_file` could not be read.
+    #[error("session.redis_ca_file: {path}: {source}")]
+    CaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The client library refused the URLs.
+    #[error("session.redis_url: {0}")]
+    Settings(#[from] redis::RedisError),
+}
+
 /// Why Redis cannot be used right now.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
@@ -81,7 +98,22 @@ impl Redis {
     /// A handle on what `cfg` names. Connects lazily: a Redis that is down
     /// at start makes calls fail (and the proxy report unready), not the
     /// start.
-    pub fn open(cfg: &RedisConfig) -> Result<Redis, redis::RedisError> {
+    pub fn open(cfg: &RedisConfig) -> Result<Redis, OpenError> {
+        let roots = match &cfg.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|source| OpenError::CaFile {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let certs = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: roots.clone(),
+        };
+        let client = |url: &str| match &roots {
+            Some(_) => redis::Client::build_with_tls(url, certs()),
+            None => redis::Client::open(url),
+        };
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.timeout))
             .set_response_timeout(Some(cfg.timeout))
@@ -90,7 +122,7 @@ impl Redis {
             .set_max_delay(Duration::from_secs(1));
         let servers = match &cfg.servers {
             RedisServers::Single(url) => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = client(url)?;
                 let manager = client.get_connection_manager_lazy(manager_config)?;
                 Servers::Single {
                     manager: RwLock::new(Some((client, manager))),

@@ -128,6 +128,7 @@ impl Server {
             servers: RedisServers::Single(self.url()),
             prefix: prefix.to_owned(),
             timeout: Duration::from_millis(250),
+            ca_file: None,
         }
     }
 
@@ -276,6 +277,7 @@ impl Cluster {
             servers: RedisServers::Cluster(self.nodes.iter().map(Server::url).collect()),
             prefix: prefix.to_owned(),
             timeout: Duration::from_millis(500),
+            ca_file: None,
         }
     }
 }

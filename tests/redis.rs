@@ -436,3 +436,57 @@ async fn a_sentinel_names_the_primary_the_instances_use() {
     let keys = primary.command(&["KEYS", "sentinel:s:*"]).unwrap();
     assert!(keys.starts_with("*2\r\n"), "{keys}");
 }
+
+#[tokio::test]
+async fn rediss_is_checked_against_the_configured_ca() {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let server = Server::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+        "--tls-ca-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+
+    // Trusting the server's CA: sessions work, over TLS.
+    let trusted = Fleet::new(&format!(
+        "redis_url = \"{url}\"\nredis_ca_file = {:?}\nredis_prefix = \"tls:\"",
+        cert.to_str().unwrap()
+    ))
+    .await;
+    let proxy = trusted.instance("").await;
+    let mut b = Browser::new(&proxy);
+    let done = log_in(&mut b, "wonderland", false).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(b.get("/private").await.status, StatusCode::OK);
+    assert!(server
+        .command(&["KEYS", "tls:s:*"])
+        .unwrap()
+        .starts_with("*2\r\n"));
+
+    // Not trusting it (the system roots do not know it): refused, never
+    // spoken to in clear or unchecked.
+    let untrusted = Fleet::new(&format!("redis_url = \"{url}\"\nredis_timeout = \"300ms\"")).await;
+    let proxy = untrusted.instance("").await;
+    let mut b = Browser::new(&proxy);
+    assert_eq!(
+        log_in(&mut b, "wonderland", false).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}

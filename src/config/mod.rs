@@ -176,6 +176,10 @@ pub struct RedisConfig {
     /// Longest any one Redis call may take before it counts as a failure.
     #[serde(rename = "redis_timeout", with = "duration_text")]
     pub timeout: Duration,
+    /// CA certificates (PEM) that `rediss://` servers are checked against,
+    /// instead of the system's.
+    #[serde(rename = "redis_ca_file", skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Which Redis deployment holds the sessions.

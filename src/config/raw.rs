@@ -72,6 +72,7 @@ pub(super) struct RawSession {
     pub(super) redis_cluster: Option<Vec<String>>,
     pub(super) redis_sentinel: Option<RawSentinel>,
     pub(super) redis_prefix: Option<String>,
+    pub(super) redis_ca_file: Option<PathBuf>,
     #[serde(default, with = "duration_text::option")]
     pub(super) redis_timeout: Option<Duration>,
 }

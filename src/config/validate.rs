@@ -229,7 +229,8 @@ fn redis_config(
             .first()
             .copied()
             .or(raw.redis_prefix.as_ref().map(|_| "session.redis_prefix"))
-            .or(raw.redis_timeout.as_ref().map(|_| "session.redis_timeout"));
+            .or(raw.redis_timeout.as_ref().map(|_| "session.redis_timeout"))
+            .or(raw.redis_ca_file.as_ref().map(|_| "session.redis_ca_file"));
         return match stray {
             Some(key) => Err(ConfigError::key(
                 key,
@@ -308,6 +309,7 @@ fn redis_config(
         servers,
         prefix,
         timeout,
+        ca_file: raw.redis_ca_file.take(),
     }))
 }
 
