@@ -254,17 +254,23 @@ impl SessionStore for RedisStore {
             publish.arg(&channel).arg(save.key.hex());
             cmds.push(publish);
         }
-        // Our own cache forgets first: this instance never serves what it
-        // just overwrote.
-        for key in changes
+        // Our own cache forgets before and after the write: a lookup here
+        // that read the old record while the write was in flight is not
+        // served afterwards.
+        let written: Vec<SessionKey> = changes
             .revoke
             .iter()
             .map(|r| r.key)
             .chain(changes.save.iter().map(|s| s.key))
-        {
-            self.cache.forget(&key);
+            .collect();
+        for key in &written {
+            self.cache.forget(key);
         }
-        self.redis.all(cmds).await?;
+        let outcome = self.redis.all(cmds).await;
+        for key in &written {
+            self.cache.forget(key);
+        }
+        outcome?;
         Ok(())
     }
 
