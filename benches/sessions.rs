@@ -12,7 +12,7 @@ use cloakroom::session::data::Session;
 use cloakroom::session::id::{Keys, SessionId};
 use cloakroom::session::store::file::FileStore;
 use cloakroom::session::store::memory::MemoryStore;
-use cloakroom::session::store::{Changes, Save, SessionStore};
+use cloakroom::session::store::{Changes, Save, SessionStore, Write};
 const NOW: u64 = 1_800_000_000_000;
 const SESSIONS: usize = 10_000;
 
@@ -94,10 +94,13 @@ fn stores(c: &mut Criterion) {
         let file = FileStore::open(&dir.path().join("sessions"), NOW).unwrap();
         for id in &stored {
             let save = || Changes {
+                now: NOW,
                 save: Some(Save {
                     key: id.key(),
+                    write: Write::Create,
                     session: session(),
                     expires_at: NOW + 3_600_000,
+                    ends_by: NOW + 3_600_000,
                 }),
                 revoke: None,
             };

@@ -363,6 +363,25 @@ async fn a_cookieless_client_logs_in_follows_links_and_submits_forms() {
         .to_str()
         .unwrap()
         .starts_with("/.cloakroom/login"));
+
+    // Nor does its ID alone, sent as a cookie (found by an outside review:
+    // the part before the dot is the session ID).
+    let ticket = id_in(&location).unwrap();
+    let (bare, _tag) = ticket.split_once('.').expect("a ticket is ID.TAG");
+    let req = Request::get(c.url("/html/start"))
+        .header("accept", "text/html")
+        .header("user-agent", "another browser")
+        .header("cookie", format!("{NAME}={bare}"))
+        .body(empty())
+        .unwrap();
+    let before = upstream.seen().len();
+    let (status, _, _) = send(&http1(), req).await;
+    assert_eq!(
+        status,
+        StatusCode::FOUND,
+        "a URL-mode session was taken over by cookie"
+    );
+    assert_eq!(upstream.seen().len(), before, "the upstream was reached");
 }
 
 #[tokio::test]

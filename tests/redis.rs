@@ -490,3 +490,47 @@ async fn rediss_is_checked_against_the_configured_ca() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+#[tokio::test]
+async fn a_request_in_flight_cannot_bring_back_a_session_that_redis_lost() {
+    // Found by an outside review: the save after a slow request recreated
+    // a logged-out session once its tombstone was gone (flushed here).
+    let server = Server::start();
+    let fleet = Fleet::new(&format!(
+        "redis_url = \"{}\"\nidle_timeout = \"8s\"\nabsolute_timeout = \"1h\"",
+        server.url()
+    ))
+    .await;
+    let (a, b) = (fleet.instance("").await, fleet.instance("").await);
+    let mut on_a = Browser::new(&a);
+    log_in(&mut on_a, "wonderland", false).await;
+    // Past the touch interval (a quarter of idle): the slow request will
+    // write "last seen" when it ends.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let mut slow = same_client_at(&on_a, &a);
+    let before = fleet.upstream.seen().len();
+    let in_flight = tokio::spawn(async move { slow.get("/slow?ms=1500").await.status });
+    fleet.upstream.arrived(before + 1).await;
+    let mut on_b = same_client_at(&on_a, &b);
+    let page = on_b.get("/.cloakroom/logout").await;
+    let csrf = page.input("csrf").unwrap();
+    assert_eq!(
+        on_b.post_form("/.cloakroom/logout", &[("csrf", &csrf)])
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    assert!(server.command(&["FLUSHALL"]).unwrap().starts_with("+OK"));
+    assert_eq!(in_flight.await.unwrap(), StatusCode::OK);
+    tokio::time::sleep(cloakroom::session::store::redis::CACHE_FOR).await;
+    assert_eq!(
+        on_a.get("/private").await.status,
+        StatusCode::FOUND,
+        "the logged-out session came back"
+    );
+    assert_eq!(
+        server.command(&["DBSIZE"]).unwrap().trim(),
+        ":0",
+        "something was written back"
+    );
+}

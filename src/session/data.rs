@@ -22,6 +22,10 @@ pub struct Session {
     /// Small named values for other features (CSRF, upstream cookie jar, …).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, String>,
+    /// The session travels in URLs (URL mode): its ID is honoured only in
+    /// a ticket bound to its client, never in a cookie.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub url_mode: bool,
     /// A destroyed session: kept only so that its ID is never honoured
     /// again while it could still pass as newly issued.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -37,6 +41,7 @@ impl Session {
             user: None,
             remember: false,
             values: BTreeMap::new(),
+            url_mode: false,
             revoked: false,
         }
     }
@@ -53,6 +58,17 @@ impl Session {
             let absolute = self.created.saturating_add(ms(lifetimes.absolute));
             idle.min(absolute)
         }
+    }
+
+    /// The latest it could ever expire, however busy: its absolute limit.
+    pub fn ends_by(&self, lifetimes: &Lifetimes) -> u64 {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let limit = if self.remember {
+            lifetimes.remember_me
+        } else {
+            lifetimes.absolute
+        };
+        self.created.saturating_add(ms(limit))
     }
 
     /// Whether it has expired at `now`.

@@ -61,7 +61,7 @@ use self::cookie::CookieSpec;
 use self::data::{Clock, Lifetimes, Session};
 use self::id::{Keys, SessionId};
 use self::store::{
-    Changes, Lookup, Revoke, Save, SessionKey, SessionStore, Stats, Store, StoreError,
+    Changes, Lookup, Revoke, Save, SessionKey, SessionStore, Stats, Store, StoreError, Write,
 };
 use crate::config::{SameSiteKind, SessionConfig};
 
@@ -72,6 +72,13 @@ const CLOCK_SKEW_MS: u64 = 60_000;
 fn same_secret(expected: &str, presented: &str) -> bool {
     use subtle::ConstantTimeEq;
     expected.len() == presented.len() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+}
+
+/// Where a request carried its session ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    Cookie,
+    Url,
 }
 
 fn ms(d: std::time::Duration) -> u64 {
@@ -172,13 +179,13 @@ impl Sessions {
     ) -> Result<SessionState, StoreError> {
         let now = self.clock.now_ms();
         for candidate in cookie::values(headers, &self.cookie.name) {
-            if let Some(state) = self.honour(candidate, now).await? {
+            if let Some(state) = self.honour(candidate, Channel::Cookie, now).await? {
                 return Ok(state);
             }
         }
         if let Some(presented) = self.url_id(query) {
             if let Some(id) = self.ticket_id(presented, client) {
-                if let Some(mut state) = self.honour(id.as_bytes(), now).await? {
+                if let Some(mut state) = self.honour(id.as_bytes(), Channel::Url, now).await? {
                     state.enter_url_mode();
                     return Ok(state);
                 }
@@ -200,8 +207,16 @@ impl Sessions {
         self.cookieless
     }
 
-    /// The session for one presented ID, if it is to be honoured.
-    async fn honour(&self, presented: &[u8], now: u64) -> Result<Option<SessionState>, StoreError> {
+    /// The session for one presented ID, if it is to be honoured. A stored
+    /// session is honoured only through the channel it lives in: one in URL
+    /// mode only in a ticket bound to its client (its bare ID in a cookie
+    /// is worth nothing), one in cookie mode only in the cookie.
+    async fn honour(
+        &self,
+        presented: &[u8],
+        channel: Channel,
+        now: u64,
+    ) -> Result<Option<SessionState>, StoreError> {
         let Some(id) = self.keys.verify(presented) else {
             let total = self.forged.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::debug!(total, "forged or malformed session ID presented");
@@ -216,6 +231,14 @@ impl Sessions {
             Err(error) => return Err(error),
         };
         let session = match lookup {
+            Lookup::Live(session) if session.url_mode != (channel == Channel::Url) => {
+                self.misbound.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    ?channel,
+                    "a session presented outside the channel it lives in was refused"
+                );
+                return Ok(None);
+            }
             Lookup::Live(session) if !session.expired(&self.lifetimes, now) => Some(session),
             Lookup::Live(_) | Lookup::Gone => return Ok(None),
             Lookup::Unknown if self.fresh_enough(&id, now) => None,
@@ -309,6 +332,7 @@ impl Sessions {
         }
         state.current.session = Some(session);
         state.current.fresh = true;
+        state.loaded = false;
         state.dirty = true;
         state.ended = false;
     }
@@ -330,19 +354,33 @@ impl Sessions {
     pub async fn commit(&self, state: &mut SessionState) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let mut changes = Changes {
+            now,
             save: None,
             revoke: state.revoke.take().map(|id| Revoke {
                 key: id.key(),
                 until: self.tombstone_until(&id, now),
             }),
         };
-        if !state.ended && (state.dirty || state.touch) {
+        // A record the request loaded is updated (never recreated where it
+        // is gone by now); one it makes is created, but only for an ID
+        // still young enough to pass as newly issued.
+        let write = if state.loaded {
+            Write::Update
+        } else {
+            Write::Create
+        };
+        let may_write = write == Write::Update || self.fresh_enough(&state.current.id, now);
+        if !state.ended && (state.dirty || state.touch) && may_write {
+            let in_url = state.current.in_url;
             if let Some(session) = &mut state.current.session {
                 session.last_seen = session.last_seen.max(now);
+                session.url_mode = in_url;
                 changes.save = Some(Save {
                     key: state.current.id.key(),
+                    write,
                     session: session.clone(),
                     expires_at: session.expires_at(&self.lifetimes),
+                    ends_by: session.ends_by(&self.lifetimes),
                 });
             }
         }
@@ -371,6 +409,7 @@ impl Sessions {
         let until = now.saturating_add(ms(self.lifetimes.idle));
         for (key, _) in &live {
             let changes = Changes {
+                now,
                 save: None,
                 revoke: Some(Revoke { key: *key, until }),
             };

@@ -18,6 +18,9 @@ pub struct SessionState {
     /// An ID to end at commit: the one a login replaced, or the one a
     /// logout ends.
     pub(super) revoke: Option<SessionId>,
+    /// The record was loaded from the store (a save updates it); else a
+    /// save creates it.
+    pub(super) loaded: bool,
     /// The record changed: save it.
     pub(super) dirty: bool,
     /// The stored "last seen" is older than the touch interval: save it.
@@ -32,6 +35,7 @@ pub struct SessionState {
 impl SessionState {
     pub(super) fn new(current: Current, touch: bool) -> SessionState {
         SessionState {
+            loaded: current.session.is_some(),
             current,
             revoke: None,
             dirty: false,

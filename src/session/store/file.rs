@@ -119,7 +119,12 @@ impl SessionStore for FileStore {
     }
 
     async fn commit(&self, changes: Changes) -> Result<(), StoreError> {
-        memory::apply(&self.shared.records, &self.shared.by_user, &changes);
+        memory::apply(
+            &self.shared.records,
+            &self.shared.by_user,
+            &changes,
+            changes.now,
+        );
         if let Some(revoke) = &changes.revoke {
             self.write(revoke.key).await?;
         }
@@ -259,10 +264,13 @@ mod tests {
         };
         store
             .commit(Changes {
+                now: 1_000_000,
                 save: Some(super::super::Save {
                     key,
+                    write: super::super::Write::Create,
                     session,
                     expires_at: 2_000_000,
+                    ends_by: 2_000_000,
                 }),
                 revoke: Some(super::super::Revoke {
                     key: gone,

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use super::{Changes, Lookup, Record, SessionKey, SessionStore, Stats, StoreError};
+use super::{Changes, Lookup, Record, SessionKey, SessionStore, Stats, StoreError, Write};
 use crate::session::data::Session;
 
 /// Sessions in a `DashMap`: each request locks one shard, never the whole map.
@@ -52,7 +52,12 @@ impl UserIndex {
 
 /// Applies `changes` to an in-process map: the tombstone check and the
 /// write happen under the shard's lock, so a tombstone always wins.
-pub(crate) fn apply(records: &DashMap<SessionKey, Record>, index: &UserIndex, changes: &Changes) {
+pub(crate) fn apply(
+    records: &DashMap<SessionKey, Record>,
+    index: &UserIndex,
+    changes: &Changes,
+    now: u64,
+) {
     if let Some(revoke) = &changes.revoke {
         records.insert(
             revoke.key,
@@ -68,9 +73,12 @@ pub(crate) fn apply(records: &DashMap<SessionKey, Record>, index: &UserIndex, ch
         };
         match records.entry(save.key) {
             Entry::Occupied(e) if matches!(e.get(), Record::Revoked { .. }) => return,
+            // An update writes only over a record still live.
+            Entry::Occupied(e) if save.write == Write::Update && e.get().ended(now) => return,
             Entry::Occupied(mut e) => {
                 e.insert(record);
             }
+            Entry::Vacant(_) if save.write == Write::Update => return,
             Entry::Vacant(e) => {
                 e.insert(record);
             }
@@ -129,7 +137,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn commit(&self, changes: Changes) -> Result<(), StoreError> {
-        apply(&self.records, &self.by_user, &changes);
+        apply(&self.records, &self.by_user, &changes, changes.now);
         Ok(())
     }
 

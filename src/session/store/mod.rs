@@ -18,6 +18,12 @@
 //!   instant given with the revocation; a save never replaces it, so a
 //!   request that loaded the session before a logout and saves it after (a
 //!   URL-mode cookie jar, say) cannot bring it back to life.
+//! - **An update never recreates.** A save is a [`Write::Create`] (a
+//!   session that had nothing stored, or a login's new ID) or a
+//!   [`Write::Update`] of a record the request loaded. An update writes
+//!   only over a live record: once the record is gone (expired, revoked
+//!   and its tombstone forgotten, flushed, lost with a Redis that came
+//!   back empty), a request still in flight cannot bring it back.
 //! - **A per-user index.** [`SessionStore::of_user`] lists the live
 //!   sessions of one user, for "log out everywhere".
 //! - Errors say what failed ([`StoreError`]): *unavailable* (retry later:
@@ -88,15 +94,30 @@ pub enum Lookup {
     Unknown,
 }
 
+/// Whether a save makes a record or changes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// A new record: written unless a tombstone stands there.
+    Create,
+    /// A change to a record the request loaded: written only over a live
+    /// record, never where it is gone.
+    Update,
+}
+
 /// A record to write: the whole session, and when it expires.
 #[derive(Debug, Clone)]
 pub struct Save {
     /// Where.
     pub key: SessionKey,
+    /// Make or change.
+    pub write: Write,
     /// What (replaces what was there, unless that is a tombstone).
     pub session: Session,
     /// Unix ms at which the record is no longer live.
     pub expires_at: u64,
+    /// The latest it could ever live, however busy (its absolute limit):
+    /// how long indexes that name it must last.
+    pub ends_by: u64,
 }
 
 /// A key to revoke, and how long its tombstone must last.
@@ -111,6 +132,8 @@ pub struct Revoke {
 /// One request's writes, applied together by [`SessionStore::commit`].
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
+    /// When the writes happen (Unix ms): what has ended by then is gone.
+    pub now: u64,
     /// A record to save.
     pub save: Option<Save>,
     /// A key to revoke (e.g. the ID a login rotated away).
@@ -314,17 +337,31 @@ pub(crate) mod conformance {
 
     fn save(key: SessionKey, session: Session, expires_at: u64) -> Changes {
         Changes {
+            now: 0,
             save: Some(Save {
                 key,
+                write: Write::Create,
                 session,
                 expires_at,
+                ends_by: expires_at,
             }),
             revoke: None,
         }
     }
 
+    /// An update made at `now`.
+    fn update(key: SessionKey, session: Session, expires_at: u64, now: u64) -> Changes {
+        let mut changes = save(key, session, expires_at);
+        changes.now = now;
+        if let Some(s) = &mut changes.save {
+            s.write = Write::Update;
+        }
+        changes
+    }
+
     fn revoke(key: SessionKey, until: u64) -> Changes {
         Changes {
+            now: 0,
             save: None,
             revoke: Some(Revoke { key, until }),
         }
@@ -394,9 +431,9 @@ pub(crate) mod conformance {
             store.load(&key, t0 + 1_000).await.unwrap(),
             Lookup::Live(_)
         ));
-        // A save with a later expiry extends it (the session layer's touch).
+        // An update with a later expiry extends it (the session layer's touch).
         store
-            .commit(save(key, session("alice"), t0 + 3_000))
+            .commit(update(key, session("alice"), t0 + 3_000, t0 + 1_100))
             .await
             .unwrap();
         wait_past(t0 + 1_600).await;
@@ -406,6 +443,26 @@ pub(crate) mod conformance {
         ));
         wait_past(t0 + 3_100).await;
         assert_eq!(store.load(&key, t0 + 3_100).await.unwrap(), Lookup::Unknown);
+        // A request still in flight updates what has expired: it stays gone.
+        store
+            .commit(update(key, session("alice"), t0 + 600_000, t0 + 3_150))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load(&key, t0 + 3_200).await.unwrap(),
+            Lookup::Unknown,
+            "revived"
+        );
+        // An update of what was never there writes nothing either.
+        let never = self::key();
+        store
+            .commit(update(never, session("x"), t0 + 600_000, t0 + 3_150))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load(&never, t0 + 3_200).await.unwrap(),
+            Lookup::Unknown
+        );
         assert!(
             store.of_user("alice", t0 + 3_100).await.unwrap().is_empty(),
             "an expired session is listed"
@@ -425,7 +482,14 @@ pub(crate) mod conformance {
         assert_eq!(store.load(&key, t0 + 2).await.unwrap(), Lookup::Gone);
         // The request that loaded it before the revocation saves it after.
         loaded.values.insert("jar".into(), "late write".into());
-        store.commit(save(key, loaded, t0 + 600_000)).await.unwrap();
+        store
+            .commit(update(key, loaded.clone(), t0 + 600_000, t0 + 3))
+            .await
+            .unwrap();
+        store
+            .commit(save(key, loaded.clone(), t0 + 600_000))
+            .await
+            .unwrap();
         assert_eq!(
             store.load(&key, t0 + 3).await.unwrap(),
             Lookup::Gone,
@@ -451,10 +515,13 @@ pub(crate) mod conformance {
             .unwrap();
         store
             .commit(Changes {
+                now: t0,
                 save: Some(Save {
                     key: new,
+                    write: Write::Create,
                     session: session("alice"),
                     expires_at: t0 + 600_000,
+                    ends_by: t0 + 600_000,
                 }),
                 revoke: Some(Revoke {
                     key: old,

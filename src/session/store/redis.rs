@@ -6,9 +6,11 @@
 //!   set with `PXAT`, so Redis drops it when the session layer says it
 //!   expires. A tombstone is a record too (`{"revoked":…}`), expiring when
 //!   it may be forgotten; a Lua script saves a record only where no
-//!   tombstone stands, in one atomic step.
+//!   tombstone stands (and an update only where the record still is), in
+//!   one atomic step.
 //! - `u:<user>`: the set of keys of that user's sessions (the per-user
-//!   index), expiring with the longest-lived of them; stale members are
+//!   index), written when a session is created and lasting as long as the
+//!   longest any of them could live (its absolute limit); stale members are
 //!   dropped when the set is read.
 //! - channel `invalidate`: every write publishes the key it wrote.
 //!
@@ -27,7 +29,7 @@ use dashmap::DashMap;
 use futures_util::StreamExt;
 use redis::{Cmd, Value};
 
-use super::{Changes, Lookup, Record, SessionKey, SessionStore, Stats, StoreError};
+use super::{Changes, Lookup, Record, SessionKey, SessionStore, Stats, StoreError, Write};
 use crate::redis::Redis;
 use crate::session::data::Session;
 
@@ -37,10 +39,14 @@ pub const CACHE_FOR: Duration = Duration::from_millis(500);
 const CACHE_MAX: usize = 200_000;
 
 /// Saves `ARGV[1]` under `KEYS[1]` to expire at `ARGV[2]` (Unix ms),
-/// unless a tombstone stands there.
-const SAVE_UNLESS_REVOKED: &str = r#"
+/// unless a tombstone stands there; `ARGV[3] = update` writes only over a
+/// record that is there (an expired one Redis has already dropped).
+const SAVE: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if current and string.sub(current, 1, 11) == '{"revoked":' then
+  return 0
+end
+if ARGV[3] == 'update' and not current then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
@@ -231,13 +237,21 @@ impl SessionStore for RedisStore {
             })
             .map_err(StoreError::unavailable)?;
             let mut eval = redis::cmd("EVAL");
-            eval.arg(SAVE_UNLESS_REVOKED)
+            let write = match save.write {
+                Write::Create => "create",
+                Write::Update => "update",
+            };
+            eval.arg(SAVE)
                 .arg(1)
                 .arg(self.session_key(&save.key))
                 .arg(record)
-                .arg(save.expires_at.max(1));
+                .arg(save.expires_at.max(1))
+                .arg(write);
             cmds.push(eval);
-            if let Some(user) = &save.session.user {
+            // The index names a session from its creation (a login) for as
+            // long as it could live; updates leave it alone, so a refused
+            // update writes nothing.
+            if let (Some(user), Write::Create) = (&save.session.user, save.write) {
                 let index = self.user_key(user);
                 let mut add = redis::cmd("SADD");
                 add.arg(&index).arg(save.key.hex());
@@ -246,7 +260,7 @@ impl SessionStore for RedisStore {
                 // extends it (GT).
                 for flag in ["NX", "GT"] {
                     let mut expire = redis::cmd("PEXPIREAT");
-                    expire.arg(&index).arg(save.expires_at.max(1)).arg(flag);
+                    expire.arg(&index).arg(save.ends_by.max(1)).arg(flag);
                     cmds.push(expire);
                 }
             }
