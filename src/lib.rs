@@ -185,7 +185,12 @@ impl App {
             Store::Redis(s) => Some(s.clone()),
             _ => None,
         };
-        let sessions = Arc::new(session::Sessions::configured(cfg, keys, store));
+        let watcher = shared.clone();
+        let mut sessions = session::Sessions::configured(cfg, keys, store);
+        if let Some(redis) = &shared {
+            sessions.share_limits_through(redis.clone());
+        }
+        let sessions = Arc::new(sessions);
         let auth = auth::Auth::open(&config.auth, shared.clone())?;
         let identity = identity::Identity::new(&config.identity.header).ok_or_else(|| {
             config::ConfigError::Key {
@@ -213,6 +218,9 @@ impl App {
         ))];
         if let Some(store) = listener {
             tasks.push(tokio::spawn(store.listen()));
+        }
+        if let Some(redis) = watcher {
+            tasks.push(tokio::spawn(redis.watch()));
         }
         *app.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
         Ok(app)

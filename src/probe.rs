@@ -69,15 +69,8 @@ impl Probes {
             "probe:{}",
             crate::session::store::SessionKey::from_nonce(tag).hex()
         ));
-        let mut incr = redis::cmd("INCR");
-        incr.arg(&key);
-        let mut expire = redis::cmd("PEXPIRE");
-        expire.arg(&key).arg(WINDOW_MS).arg("NX");
-        match redis.all(vec![incr, expire]).await {
-            Ok(replies) => replies
-                .first()
-                .and_then(|v| <i64 as redis::FromRedisValue>::from_redis_value(v.clone()).ok())
-                .is_none_or(|count| count <= i64::from(MAX_PROBES)),
+        match redis.count_in_window(&key, WINDOW_MS).await {
+            Ok(count) => count <= i64::from(MAX_PROBES),
             Err(_) => true,
         }
     }

@@ -163,7 +163,7 @@ async fn respond(
     //    never reach the client.
     if let Some(path) = &url_mode_path {
         if resp.headers().contains_key(header::SET_COOKIE) {
-            keep_upstream_cookies(app, peer, state, path, resp.headers_mut());
+            keep_upstream_cookies(app, peer, state, path, resp.headers_mut()).await;
         }
     }
     match identity::take_upstream_command(resp.headers_mut()) {
@@ -353,7 +353,7 @@ fn send_kept_cookies(app: &App, current: &Current, path: &str, headers: &mut htt
 
 /// Moves the application's `Set-Cookie`s from a URL-mode response into the
 /// session's jar (the client would drop them); the session is saved at commit.
-fn keep_upstream_cookies(
+async fn keep_upstream_cookies(
     app: &App,
     peer: Peer,
     state: &mut SessionState,
@@ -361,7 +361,7 @@ fn keep_upstream_cookies(
     headers: &mut http::HeaderMap,
 ) {
     let now = app.sessions.clock().now_ms();
-    if state.session.is_none() && !app.sessions.may_create_anonymous(peer.addr.ip()) {
+    if state.session.is_none() && !app.sessions.may_create_anonymous(peer.addr.ip()).await {
         tracing::info!(ip = %peer.addr.ip(), "URL-mode cookies not kept: this address made too many new sessions");
         headers.remove(header::SET_COOKIE);
         return;

@@ -183,42 +183,89 @@ impl Redis {
         !self.inner.health.down.load(Ordering::Acquire)
     }
 
-    /// Runs one command.
+    /// Runs one idempotent command; a call that finds the connection
+    /// broken (Redis restarted since it was last used) is sent once more on
+    /// the new one, within the same deadline.
     pub async fn query<T: FromRedisValue + Send>(&self, cmd: &Cmd) -> Result<T, StoreError> {
-        self.guarded(async {
-            match self.connection().await? {
-                Conn::Single(mut c) => Ok(cmd.query_async(&mut c).await?),
-                Conn::Cluster(mut c) => Ok(cmd.query_async(&mut c).await?),
-            }
-        })
-        .await
+        self.guarded(Retry::Once, || self.send(cmd)).await
     }
 
-    /// Runs several commands: one round trip to one server; on a Cluster,
-    /// where they may live on different nodes, one after the other.
+    /// Runs one command that must not run twice (a counter).
+    pub async fn query_once<T: FromRedisValue + Send>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+        self.guarded(Retry::Never, || self.send(cmd)).await
+    }
+
+    /// Runs several idempotent commands: one round trip to one server; on
+    /// a Cluster, where they may live on different nodes, one after the
+    /// other. Retried once on a broken connection, as [`Redis::query`].
     pub async fn all(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
-        self.guarded(async {
-            match self.connection().await? {
-                Conn::Single(mut c) => {
-                    let mut pipe = Pipeline::with_capacity(cmds.len());
-                    for cmd in cmds {
-                        pipe.add_command(cmd);
-                    }
-                    Ok(pipe.query_async(&mut c).await?)
+        self.guarded(Retry::Once, || self.send_all(&cmds)).await
+    }
+
+    /// [`Redis::all`] for commands that must not run twice.
+    pub async fn all_once(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.guarded(Retry::Never, || self.send_all(&cmds)).await
+    }
+
+    async fn send<T: FromRedisValue + Send>(&self, cmd: &Cmd) -> Result<T, RedisError> {
+        match self.connection().await? {
+            Conn::Single(mut c) => Ok(cmd.query_async(&mut c).await?),
+            Conn::Cluster(mut c) => Ok(cmd.query_async(&mut c).await?),
+        }
+    }
+
+    async fn send_all(&self, cmds: &[Cmd]) -> Result<Vec<Value>, RedisError> {
+        match self.connection().await? {
+            Conn::Single(mut c) => {
+                let mut pipe = Pipeline::with_capacity(cmds.len());
+                for cmd in cmds {
+                    pipe.add_command(cmd.clone());
                 }
-                Conn::Cluster(mut c) => {
-                    let mut out = Vec::with_capacity(cmds.len());
-                    for cmd in cmds {
-                        out.push(cmd.query_async(&mut c).await?);
-                    }
-                    Ok(out)
-                }
+                Ok(pipe.query_async(&mut c).await?)
             }
-        })
-        .await
+            Conn::Cluster(mut c) => {
+                let mut out = Vec::with_capacity(cmds.len());
+                for cmd in cmds {
+                    out.push(cmd.query_async(&mut c).await?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Pings Redis every second for as long as it runs: the breaker and its
+    /// log lines follow Redis even when no request comes, and a connection
+    /// broken while idle (Redis restarted) is replaced before a request
+    /// needs it.
+    pub async fn watch(self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let _ = self.query::<Value>(&redis::cmd("PING")).await;
+        }
+    }
+
+    /// Counts one more event under `key` in a fixed window of `window_ms`
+    /// that starts with the first; returns the count so far (shared limits:
+    /// the probe guard, new anonymous records).
+    pub async fn count_in_window(&self, key: &str, window_ms: u64) -> Result<i64, StoreError> {
+        let mut incr = redis::cmd("INCR");
+        incr.arg(key);
+        let mut expire = redis::cmd("PEXPIRE");
+        expire.arg(key).arg(window_ms).arg("NX");
+        let replies = self.all_once(vec![incr, expire]).await?;
+        replies
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::unavailable("no reply to INCR"))
+            .and_then(|v| i64::from_redis_value(v).map_err(StoreError::unavailable))
     }
 
     /// How many keys match `pattern`, by `SCAN` (bounded: at most a
@@ -227,16 +274,18 @@ impl Redis {
     pub async fn count_keys(&self, pattern: &str) -> Result<usize, StoreError> {
         match &self.inner.servers {
             Servers::Single { .. } => {
-                let conn = self.guarded(self.connection()).await?;
-                let Conn::Single(mut c) = conn else {
-                    unreachable!()
-                };
-                self.guarded(scan_count(&mut c, pattern)).await
+                self.guarded(Retry::Once, || async {
+                    let Conn::Single(mut c) = self.connection().await? else {
+                        return Err(RedisError::Down);
+                    };
+                    scan_count(&mut c, pattern).await
+                })
+                .await
             }
             Servers::Cluster { nodes, .. } => {
                 let mut total = 0;
                 for node in nodes {
-                    let count = async {
+                    let count = || async {
                         let mut c = node.get_multiplexed_async_connection().await?;
                         let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut c).await?;
                         if !matches!(role.first(), Some(Value::BulkString(r)) if r == b"master") {
@@ -244,7 +293,7 @@ impl Redis {
                         }
                         scan_count(&mut c, pattern).await
                     };
-                    total += self.guarded(count).await?;
+                    total += self.guarded(Retry::Once, count).await?;
                 }
                 Ok(total)
             }
@@ -283,15 +332,25 @@ impl Redis {
     }
 
     /// Runs `call` under the deadline and the breaker.
-    async fn guarded<T>(
-        &self,
-        call: impl Future<Output = Result<T, RedisError>>,
-    ) -> Result<T, StoreError> {
+    async fn guarded<T, F, Fut>(&self, retry: Retry, mut call: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
         let health = &self.inner.health;
         if !health.may_call() {
             return Err(StoreError::unavailable(RedisError::Down));
         }
-        let outcome = match tokio::time::timeout(self.inner.timeout, call).await {
+        let attempts = async {
+            match call().await {
+                Err(RedisError::Client(e)) if retry == Retry::Once && broken_connection(&e) => {
+                    tracing::debug!(error = %e, "redis connection broken; sending again");
+                    call().await
+                }
+                outcome => outcome,
+            }
+        };
+        let outcome = match tokio::time::timeout(self.inner.timeout, attempts).await {
             Ok(outcome) => outcome,
             Err(_) => Err(RedisError::Timeout(self.inner.timeout)),
         };
@@ -388,6 +447,20 @@ async fn scan_count(
         }
     }
     Ok(count)
+}
+
+/// Whether a failed call may be sent once more.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Idempotent: again on a broken connection.
+    Once,
+    /// Must not run twice.
+    Never,
+}
+
+/// The connection was lost (not Redis refusing the command).
+fn broken_connection(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal()
 }
 
 enum Conn {

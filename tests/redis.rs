@@ -534,3 +534,51 @@ async fn a_request_in_flight_cannot_bring_back_a_session_that_redis_lost() {
         "something was written back"
     );
 }
+
+#[tokio::test]
+async fn the_budget_of_new_anonymous_records_is_shared_by_the_instances() {
+    // Found by an outside review: each instance allowed its own 30 per
+    // address per minute.
+    let fleet = Fleet::on(shared_server(), "budget:").await;
+    let (a, b) = (fleet.instance("").await, fleet.instance("").await);
+    for i in 0..60 {
+        let mut c = Browser::new(if i % 2 == 0 { &a } else { &b });
+        c.refuse_cookies = true;
+        c.user_agent = Some(format!("client {i}"));
+        let (page, _) = c.visit("/html/page?set=app%3D1").await;
+        assert_eq!(page.status, StatusCode::OK);
+    }
+    let keys = shared_server().command(&["KEYS", "budget:s:*"]).unwrap();
+    let count: usize = keys
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches('*')
+        .parse()
+        .unwrap();
+    assert_eq!(
+        count,
+        cloakroom::session::budget::PER_ADDRESS as usize,
+        "{keys}"
+    );
+}
+
+#[tokio::test]
+async fn connections_broken_while_idle_cost_no_request_a_503() {
+    // Found by an outside review: after Redis dropped its clients, each
+    // instance failed its first requests with 503, however long after.
+    let server = Server::start();
+    let fleet = Fleet::on(&server, "broken:").await;
+    let proxy = fleet.instance("").await;
+    let mut b = Browser::new(&proxy);
+    log_in(&mut b, "wonderland", false).await;
+    for _ in 0..3 {
+        tokio::time::sleep(cloakroom::session::store::redis::CACHE_FOR).await;
+        let killed = server
+            .command(&["CLIENT", "KILL", "TYPE", "normal"])
+            .unwrap();
+        assert!(killed.starts_with(':'), "{killed}");
+        let page = b.get("/private").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    }
+}

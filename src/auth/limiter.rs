@@ -174,7 +174,7 @@ impl SharedAttempt {
         self.judged = true;
         let mut cmds = vec![settle(&self.ip_key, ip_how)];
         cmds.extend(user);
-        if let Err(error) = self.redis.all(cmds).await {
+        if let Err(error) = self.redis.all_once(cmds).await {
             tracing::warn!(%error, "could not record a login attempt in redis");
         }
     }
@@ -218,7 +218,7 @@ impl Drop for SharedAttempt {
         let redis = self.redis.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = redis.all(cmds).await;
+                let _ = redis.all_once(cmds).await;
             });
         }
     }

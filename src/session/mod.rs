@@ -123,6 +123,8 @@ pub struct Sessions {
     budget: budget::Budget,
     /// How stale the stored "last seen" may get before a visit writes it.
     touch_interval: u64,
+    /// Where limits are counted when several instances share a store.
+    shared: Option<crate::redis::Redis>,
 }
 
 impl Sessions {
@@ -165,6 +167,7 @@ impl Sessions {
             misbound: AtomicU64::new(0),
             budget: budget::Budget::default(),
             touch_interval: ms(lifetimes.idle / 4).min(60_000),
+            shared: None,
         }
     }
 
@@ -480,10 +483,25 @@ impl Sessions {
         &self.cookie.name
     }
 
+    /// Counts the anonymous-record budget in `redis`, shared by every
+    /// instance (see [`budget`]).
+    pub fn share_limits_through(&mut self, redis: crate::redis::Redis) {
+        self.shared = Some(redis);
+    }
+
     /// Whether a client at `ip` that is not logged in may have one more
-    /// record created for it now (see [`budget`]).
-    pub fn may_create_anonymous(&self, ip: IpAddr) -> bool {
-        self.budget.spend(ip, self.clock.now_ms())
+    /// record created for it now (see [`budget`]); with a shared store, the
+    /// budget is every instance's together. A count that cannot be made
+    /// refuses (fails closed).
+    pub async fn may_create_anonymous(&self, ip: IpAddr) -> bool {
+        let Some(redis) = &self.shared else {
+            return self.budget.spend(ip, self.clock.now_ms());
+        };
+        let key = redis.key(&format!("budget:{ip}"));
+        match redis.count_in_window(&key, budget::WINDOW_MS).await {
+            Ok(count) => count <= i64::from(budget::PER_ADDRESS),
+            Err(_) => false,
+        }
     }
 
     /// Forgets expired sessions; returns how many.
