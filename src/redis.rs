@@ -12,6 +12,9 @@
 //!   Redis is down or frozen, requests get a fast 503 instead of queueing
 //!   behind timeouts. The change each way is logged once.
 //! - Starting while Redis is down works: nothing connects until first use.
+//!
+//! A leaf: it knows the configuration and nothing of sessions; its
+//! [`RedisError`] becomes a store error where the store uses it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -23,7 +26,6 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, Value};
 
 use crate::config::{RedisConfig, RedisServers};
-use crate::session::store::StoreError;
 
 /// How long the breaker keeps calls from reaching a failed Redis before it
 /// lets one through again.
@@ -92,6 +94,9 @@ pub enum RedisError {
     /// What the client library said.
     #[error(transparent)]
     Client(#[from] redis::RedisError),
+    /// A reply that is not what the command returns.
+    #[error("unexpected reply from redis: {0}")]
+    Reply(&'static str),
 }
 
 impl Redis {
@@ -186,19 +191,19 @@ impl Redis {
     /// Runs one idempotent command; a call that finds the connection
     /// broken (Redis restarted since it was last used) is sent once more on
     /// the new one, within the same deadline.
-    pub async fn query<T: FromRedisValue + Send>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+    pub async fn query<T: FromRedisValue + Send>(&self, cmd: &Cmd) -> Result<T, RedisError> {
         self.guarded(Retry::Once, || self.send(cmd)).await
     }
 
     /// Runs one command that must not run twice (a counter).
-    pub async fn query_once<T: FromRedisValue + Send>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+    pub async fn query_once<T: FromRedisValue + Send>(&self, cmd: &Cmd) -> Result<T, RedisError> {
         self.guarded(Retry::Never, || self.send(cmd)).await
     }
 
     /// Runs several idempotent commands: one round trip to one server; on
     /// a Cluster, where they may live on different nodes, one after the
     /// other. Retried once on a broken connection, as [`Redis::query`].
-    pub async fn all(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
+    pub async fn all(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, RedisError> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
@@ -206,7 +211,7 @@ impl Redis {
     }
 
     /// [`Redis::all`] for commands that must not run twice.
-    pub async fn all_once(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
+    pub async fn all_once(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, RedisError> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
@@ -255,7 +260,7 @@ impl Redis {
     /// Counts one more event under `key` in a fixed window of `window_ms`
     /// that starts with the first; returns the count so far (shared limits:
     /// the probe guard, new anonymous records).
-    pub async fn count_in_window(&self, key: &str, window_ms: u64) -> Result<i64, StoreError> {
+    pub async fn count_in_window(&self, key: &str, window_ms: u64) -> Result<i64, RedisError> {
         let mut incr = redis::cmd("INCR");
         incr.arg(key);
         let mut expire = redis::cmd("PEXPIRE");
@@ -264,14 +269,16 @@ impl Redis {
         replies
             .into_iter()
             .next()
-            .ok_or_else(|| StoreError::unavailable("no reply to INCR"))
-            .and_then(|v| i64::from_redis_value(v).map_err(StoreError::unavailable))
+            .ok_or(RedisError::Reply("no reply to INCR"))
+            .and_then(|v| {
+                i64::from_redis_value(v).map_err(|_| RedisError::Reply("INCR gave no integer"))
+            })
     }
 
     /// How many keys match `pattern`, by `SCAN` (bounded: at most a
     /// million keys are counted). On a Cluster, every configured primary
     /// is scanned.
-    pub async fn count_keys(&self, pattern: &str) -> Result<usize, StoreError> {
+    pub async fn count_keys(&self, pattern: &str) -> Result<usize, RedisError> {
         match &self.inner.servers {
             Servers::Single { .. } => {
                 self.guarded(Retry::Once, || async {
@@ -332,14 +339,14 @@ impl Redis {
     }
 
     /// Runs `call` under the deadline and the breaker.
-    async fn guarded<T, F, Fut>(&self, retry: Retry, mut call: F) -> Result<T, StoreError>
+    async fn guarded<T, F, Fut>(&self, retry: Retry, mut call: F) -> Result<T, RedisError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let health = &self.inner.health;
         if !health.may_call() {
-            return Err(StoreError::unavailable(RedisError::Down));
+            return Err(RedisError::Down);
         }
         let attempts = async {
             match call().await {
@@ -370,7 +377,7 @@ impl Redis {
                         *manager.write().unwrap_or_else(|p| p.into_inner()) = None;
                     }
                 }
-                Err(StoreError::unavailable(error))
+                Err(error)
             }
         }
     }

@@ -150,9 +150,9 @@ impl Shared {
             .arg(self.window_ms);
         let answer: i64 = self
             .redis
-            .query(&eval)
+            .query_once(&eval)
             .await
-            .map_err(Refusal::Unavailable)?;
+            .map_err(|e| Refusal::Unavailable(e.into()))?;
         match answer {
             -1 => Ok(()),
             -2 => Err(Refusal::Wait(Duration::from_secs(1))),

@@ -180,6 +180,12 @@ impl StoreError {
     }
 }
 
+impl From<crate::redis::RedisError> for StoreError {
+    fn from(e: crate::redis::RedisError) -> StoreError {
+        StoreError::Unavailable(Box::new(e))
+    }
+}
+
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> StoreError {
         StoreError::Unavailable(Box::new(e))
