@@ -55,11 +55,15 @@
 //! 8. The response head is relayed with its hop-by-hop headers dropped and
 //!    its body streamed; a `101 Switching Protocols` becomes a byte tunnel.
 //!    Upstream login/logout headers are removed (and honoured when
-//!    `identity.upstream_control` is on); a newly issued ID is added as
+//!    `identity.upstream_control` is on, and carried out at commit); a newly issued ID is added as
 //!    `Set-Cookie` (never one that travels in URLs), and in URL mode
 //!    [`rewrite`] puts the ticket into same-origin links, forms and
 //!    redirects.
-//! 9. When the body is finished (or abandoned), the log line is written.
+//! 9. What the steps changed in the request's [`session::SessionState`]
+//!    (a login, a logout, URL mode's cookie jar, a due "last seen") is
+//!    written once by [`session::Sessions::commit`] before the answer leaves;
+//!    a store that cannot answer gives 503.
+//! 10. When the body is finished (or abandoned), the log line is written.
 
 #![recursion_limit = "256"]
 
