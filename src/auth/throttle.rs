@@ -9,7 +9,7 @@
 //! **Counted before evaluated.** [`Throttle::attempt`] checks the limit and
 //! counts the attempt as *pending* in one atomic step, before the password
 //! is checked; the outcome then turns it into a failure
-//! ([`Throttle::failed`]) or drops it ([`Throttle::succeeded`]). Failures
+//! ([`Attempt::failed`]) or drops it ([`Attempt::succeeded`]). Failures
 //! and pending attempts together may not pass the limit, so 40 concurrent
 //! guesses against a limit of 5 get 5 evaluations, not 40: the password
 //! check's await cannot be raced. An attempt refused only because others
