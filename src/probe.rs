@@ -69,10 +69,10 @@ impl Probes {
             "probe:{}",
             crate::session::store::SessionKey::from_nonce(tag).hex()
         ));
-        match redis.count_in_window(&key, WINDOW_MS).await {
-            Ok(count) => count <= i64::from(MAX_PROBES),
-            Err(_) => true,
-        }
+        redis
+            .admit_in_window(&key, now, WINDOW_MS, MAX_PROBES)
+            .await
+            .unwrap_or(true)
     }
 
     /// Counts a probe for this client; `false` when it has had enough.

@@ -31,6 +31,17 @@ use crate::config::{RedisConfig, RedisServers};
 /// lets one through again.
 pub const RETRY_EVERY: Duration = Duration::from_millis(500);
 
+/// `KEYS[1]`: a sorted set of event times; ARGV: now, window, limit, a
+/// unique member. Returns 1 when the event is admitted (and recorded).
+const SLIDING_WINDOW: &str = r#"
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], window)
+return 1
+"#;
+
 /// Failures in a row that open the breaker.
 pub const TRIP_AFTER: u32 = 3;
 
@@ -257,22 +268,30 @@ impl Redis {
         }
     }
 
-    /// Counts one more event under `key` in a fixed window of `window_ms`
-    /// that starts with the first; returns the count so far (shared limits:
-    /// the probe guard, new anonymous records).
-    pub async fn count_in_window(&self, key: &str, window_ms: u64) -> Result<i64, RedisError> {
-        let mut incr = redis::cmd("INCR");
-        incr.arg(key);
-        let mut expire = redis::cmd("PEXPIRE");
-        expire.arg(key).arg(window_ms).arg("NX");
-        let replies = self.all_once(vec![incr, expire]).await?;
-        replies
-            .into_iter()
-            .next()
-            .ok_or(RedisError::Reply("no reply to INCR"))
-            .and_then(|v| {
-                i64::from_redis_value(v).map_err(|_| RedisError::Reply("INCR gave no integer"))
-            })
+    /// Admits one more event under `key` if fewer than `limit` happened
+    /// in the last `window_ms` before `now` (a sliding window, kept as a
+    /// sorted set of at most `limit` times: no edge lets twice the limit
+    /// through). Refused events are not counted. Shared limits: the probe
+    /// guard, new anonymous records.
+    pub async fn admit_in_window(
+        &self,
+        key: &str,
+        now: u64,
+        window_ms: u64,
+        limit: u32,
+    ) -> Result<bool, RedisError> {
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|_| RedisError::Reply("no randomness"))?;
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(SLIDING_WINDOW)
+            .arg(1)
+            .arg(key)
+            .arg(now)
+            .arg(window_ms)
+            .arg(limit)
+            .arg(format!("{now}-{}", u64::from_be_bytes(nonce)));
+        let admitted: i64 = self.query_once(&eval).await?;
+        Ok(admitted == 1)
     }
 
     /// How many keys match `pattern`, by `SCAN` (bounded: at most a

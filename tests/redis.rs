@@ -582,3 +582,22 @@ async fn connections_broken_while_idle_cost_no_request_a_503() {
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     }
 }
+
+#[tokio::test]
+async fn the_shared_budget_is_a_sliding_window() {
+    // Found by an outside review: a fixed window let twice the limit
+    // through around its edge.
+    let server = shared_server();
+    let redis = cloakroom::redis::Redis::open(&server.config("sliding:")).unwrap();
+    let key = redis.key("k");
+    let admit = |now| {
+        let (redis, key) = (redis.clone(), key.clone());
+        async move { redis.admit_in_window(&key, now, 60_000, 3).await.unwrap() }
+    };
+    let t0 = cloakroom::session::data::Clock::new().now_ms();
+    assert!(admit(t0).await);
+    assert!(admit(t0 + 59_000).await && admit(t0 + 59_000).await);
+    assert!(!admit(t0 + 59_500).await, "a fourth within the minute");
+    assert!(admit(t0 + 60_000).await, "the first one's place is free");
+    assert!(!admit(t0 + 60_100).await, "the other two still count");
+}

@@ -159,8 +159,9 @@ pub struct SessionConfig {
     /// Bind an ID carried in URLs to the client's address as well as its
     /// User-Agent (a URL-mode session then ends when the address changes).
     pub url_bind_address: bool,
-    /// Where the Redis store is (`session.store = "redis"` only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Where the Redis store is (`session.store = "redis"` only); its keys
+    /// are `session.redis_*`.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisConfig>,
 }
 
@@ -487,8 +488,17 @@ mod tests {
 
     #[test]
     fn effective_config_renders_and_reparses() {
-        let c = Config::parse(MINIMAL).unwrap();
-        let again = Config::parse(&c.to_toml()).unwrap();
-        assert_eq!(again.to_toml(), c.to_toml());
+        let redis = [
+            "",
+            "[session]\nstore = \"redis\"\nredis_url = \"redis://a:6379/1\"\nredis_ca_file = \"ca.pem\"\n",
+            "[session]\nstore = \"redis\"\nredis_cluster = [\"redis://a:7000\", \"redis://b:7000\"]\n",
+            "[session]\nstore = \"redis\"\nredis_sentinel = { master = \"m\", nodes = [\"redis://s:26379\"] }\n",
+        ];
+        for extra in redis {
+            let c = Config::parse(&format!("{MINIMAL}{extra}")).unwrap();
+            let again =
+                Config::parse(&c.to_toml()).unwrap_or_else(|e| panic!("{e}\n{}", c.to_toml()));
+            assert_eq!(again.to_toml(), c.to_toml());
+        }
     }
 }

@@ -4,12 +4,15 @@
 //! must be kept for it (in URL mode: the application's cookies). Each new
 //! record costs memory and, in the file store, a file; without a bound, a
 //! client minting IDs in a loop could make the store write at will. So each
-//! client address may create at most [`PER_ADDRESS`] such records per
-//! [`WINDOW_MS`], and at most [`MAX_TRACKED`] addresses are counted at
-//! once. Past either limit the record is not created (fails closed): the
+//! client address may create at most [`PER_ADDRESS`] such records in any
+//! [`WINDOW_MS`] (a sliding window: the times of the last ones are kept, so
+//! no window edge lets twice as many through), and at most [`MAX_TRACKED`]
+//! addresses are counted at once. With the Redis store the same count is
+//! kept in Redis, for every instance together. Past either limit the record is not created (fails closed): the
 //! response still goes out, only without the state that would have been
 //! kept.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use dashmap::DashMap;
@@ -24,7 +27,8 @@ pub const MAX_TRACKED: usize = 100_000;
 /// Counters of new anonymous records per client address.
 #[derive(Default)]
 pub struct Budget {
-    spent: DashMap<IpAddr, (u64, u32)>,
+    /// When each address's last records (at most [`PER_ADDRESS`]) were made.
+    spent: DashMap<IpAddr, VecDeque<u64>>,
 }
 
 impl Budget {
@@ -33,21 +37,27 @@ impl Budget {
         if !self.spent.contains_key(&ip) && self.spent.len() >= MAX_TRACKED {
             return false;
         }
-        let mut entry = self.spent.entry(ip).or_insert((now, 0));
-        if now >= entry.0.saturating_add(WINDOW_MS) {
-            *entry = (now, 0);
+        let mut times = self.spent.entry(ip).or_default();
+        while times
+            .front()
+            .is_some_and(|&t| now >= t.saturating_add(WINDOW_MS))
+        {
+            times.pop_front();
         }
-        if entry.1 >= PER_ADDRESS {
+        if times.len() >= PER_ADDRESS as usize {
             return false;
         }
-        entry.1 += 1;
+        times.push_back(now);
         true
     }
 
     /// Forgets windows that have ended.
     pub fn purge(&self, now: u64) {
-        self.spent
-            .retain(|_, (started, _)| now < started.saturating_add(WINDOW_MS));
+        self.spent.retain(|_, times| {
+            times
+                .back()
+                .is_some_and(|&t| now < t.saturating_add(WINDOW_MS))
+        });
     }
 }
 
@@ -67,5 +77,20 @@ mod tests {
         assert!(b.spend(ip, WINDOW_MS), "the window passed");
         b.purge(WINDOW_MS * 3);
         assert!(b.spent.is_empty());
+    }
+
+    #[test]
+    fn no_window_edge_lets_twice_the_limit_through() {
+        let b = Budget::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        // One early, then the rest just before a fixed window would end...
+        assert!(b.spend(ip, 0));
+        for _ in 1..PER_ADDRESS {
+            assert!(b.spend(ip, WINDOW_MS - 10));
+        }
+        // ...then right after: only the early one's place has come free.
+        assert!(b.spend(ip, WINDOW_MS));
+        assert!(!b.spend(ip, WINDOW_MS + 1));
+        assert!(b.spend(ip, 2 * WINDOW_MS - 10), "a minute after the burst");
     }
 }

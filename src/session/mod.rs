@@ -498,10 +498,11 @@ impl Sessions {
             return self.budget.spend(ip, self.clock.now_ms());
         };
         let key = redis.key(&format!("budget:{ip}"));
-        match redis.count_in_window(&key, budget::WINDOW_MS).await {
-            Ok(count) => count <= i64::from(budget::PER_ADDRESS),
-            Err(_) => false,
-        }
+        let now = self.clock.now_ms();
+        redis
+            .admit_in_window(&key, now, budget::WINDOW_MS, budget::PER_ADDRESS)
+            .await
+            .unwrap_or(false)
     }
 
     /// Forgets expired sessions; returns how many.
