@@ -109,7 +109,10 @@ impl Server {
     fn wait_until_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if command(self.port, &["PING"]).is_some_and(|r| r.starts_with("+PONG")) {
+            // A server with a password answers NOAUTH: it is up all the same.
+            let up = command(self.port, &["PING"])
+                .is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"));
+            if up {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -601,3 +601,67 @@ async fn the_shared_budget_is_a_sliding_window() {
     assert!(admit(t0 + 60_000).await, "the first one's place is free");
     assert!(!admit(t0 + 60_100).await, "the other two still count");
 }
+
+#[tokio::test]
+async fn the_probe_guard_is_shared_by_the_instances() {
+    // A client that drops query strings never returns the probe's marker:
+    // it is probed three times per minute in all, wherever it lands.
+    let fleet = Fleet::on(shared_server(), "probes:").await;
+    let (a, b) = (fleet.instance("").await, fleet.instance("").await);
+    let probe = |proxy: &Proxy| {
+        let url = format!("http://{}/html/page", proxy.addr);
+        async move {
+            let req = Request::get(url)
+                .header("accept", "text/html")
+                .header("user-agent", "drops queries")
+                .body(empty())
+                .unwrap();
+            send(&http1(), req).await.0
+        }
+    };
+    let statuses = [
+        probe(&a).await,
+        probe(&b).await,
+        probe(&a).await,
+        probe(&b).await,
+    ];
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::FOUND,
+            StatusCode::FOUND,
+            StatusCode::FOUND,
+            StatusCode::OK
+        ],
+        "each instance kept its own count"
+    );
+}
+
+#[tokio::test]
+async fn a_password_and_a_database_in_the_url_are_used() {
+    let server = Server::start_with(&["--requirepass", "s3cret"]);
+    let good = Fleet::new(&format!(
+        "redis_url = \"redis://:s3cret@127.0.0.1:{}/3\"",
+        server.port
+    ))
+    .await;
+    let proxy = good.instance("").await;
+    let mut b = Browser::new(&proxy);
+    assert_eq!(
+        log_in(&mut b, "wonderland", false).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(b.get("/private").await.status, StatusCode::OK);
+
+    let wrong = Fleet::new(&format!(
+        "redis_url = \"redis://:wrong@127.0.0.1:{}/3\"\nredis_timeout = \"300ms\"",
+        server.port
+    ))
+    .await;
+    let proxy = wrong.instance("").await;
+    let mut b = Browser::new(&proxy);
+    assert_eq!(
+        log_in(&mut b, "wonderland", false).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
