@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: `proxy.toml` → validated [`Config`]; errors name the key.
 //! - [`server`]: accept loop, connection cap, client timeouts, graceful shutdown.
+//! - [`admin`]: the admin listener (health, readiness, the sessions API).
 //! - [`proxy`]: [`proxy::handle`], the request pipeline as named steps.
 //! - [`session`]: signed IDs, the session cookie, lifetimes, the stores.
 //! - [`login`]: the proxy's own pages under `/.cloakroom/` (login, logout).
@@ -68,6 +69,7 @@
 #![recursion_limit = "256"]
 
 pub mod access_log;
+pub mod admin;
 pub mod answer;
 pub mod auth;
 pub mod body;
@@ -115,6 +117,8 @@ pub struct App {
     pub identity: identity::Identity,
     /// Recent cookie probes, so that no client is probed in a loop.
     pub probes: probe::Probes,
+    /// The bearer token of the admin listener's `/sessions` (`admin.token_file`).
+    pub admin_token: Option<String>,
     /// The app's background tasks (purge, cache invalidation), stopped by
     /// [`App::shutdown`].
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -144,6 +148,14 @@ pub enum BuildError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// `admin.token_file` could not be read, or holds no usable token.
+    #[error("admin.token_file: {path}: {message}")]
+    AdminToken {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
     },
     /// The Redis settings could not be used.
     #[error(transparent)]
@@ -206,6 +218,10 @@ impl App {
             Some(redis) => probe::Probes::shared(redis),
             None => probe::Probes::default(),
         };
+        let admin_token = match &config.admin.token_file {
+            Some(path) => Some(read_token(path)?),
+            None => None,
+        };
         let purge_interval = config.session.purge_interval;
         let app = Arc::new(App {
             config,
@@ -214,6 +230,7 @@ impl App {
             auth,
             identity,
             probes,
+            admin_token,
             tasks: Mutex::new(Vec::new()),
         });
         let mut tasks = vec![tokio::spawn(purge_every(
@@ -247,6 +264,20 @@ impl Drop for App {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The admin token: the file's first line, at least 16 characters.
+fn read_token(path: &std::path::Path) -> Result<String, BuildError> {
+    let error = |message: String| BuildError::AdminToken {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.len() < 16 {
+        return Err(error("the token must be at least 16 characters".into()));
+    }
+    Ok(token)
 }
 
 /// Forgets expired sessions and ended throttling windows every `interval`,

@@ -287,7 +287,27 @@ fn run(config: Config) -> ExitCode {
         };
         let addr = listener.local_addr().unwrap_or(listen);
         tracing::info!(%upstream, "cloakroom listening on http://{addr}");
+        let admin = match app.config.admin.listen {
+            Some(at) => match tokio::net::TcpListener::bind(at).await {
+                Ok(l) => {
+                    tracing::info!("admin listener on http://{}", l.local_addr().unwrap_or(at));
+                    Some(tokio::spawn(cloakroom::admin::serve(
+                        l,
+                        app.clone(),
+                        std::future::pending(),
+                    )))
+                }
+                Err(e) => {
+                    eprintln!("cloakroom: admin.listen: cannot bind {at}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
         let served = server::run(listener, app.clone(), shutdown_signal()).await;
+        if let Some(admin) = admin {
+            admin.abort();
+        }
         app.shutdown();
         match served {
             Ok(()) => ExitCode::SUCCESS,

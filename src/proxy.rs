@@ -86,6 +86,7 @@ async fn pipeline(
         }
         Err(error) => return Err(error.into()),
     };
+    state.set_client(peer.addr.ip());
     let page = Page::of(&req, peer, app.config.session.secure, app.sessions.name());
 
     let (resp, upstream_time) = respond(app, peer, &mut state, req).await?;

@@ -294,32 +294,37 @@ impl Redis {
         Ok(admitted == 1)
     }
 
-    /// How many keys match `pattern`, by `SCAN` (bounded: at most a
-    /// million keys are counted). On a Cluster, every configured primary
-    /// is scanned.
+    /// How many keys match `pattern` (see [`Redis::keys_matching`]).
     pub async fn count_keys(&self, pattern: &str) -> Result<usize, RedisError> {
+        Ok(self.keys_matching(pattern).await?.len())
+    }
+
+    /// The keys that match `pattern`, by `SCAN` (bounded: at most a
+    /// thousand rounds of a thousand). On a Cluster, every configured
+    /// primary is scanned.
+    pub async fn keys_matching(&self, pattern: &str) -> Result<Vec<String>, RedisError> {
         match &self.inner.servers {
             Servers::Single { .. } => {
                 self.guarded(Retry::Once, || async {
                     let Conn::Single(mut c) = self.connection().await? else {
                         return Err(RedisError::Down);
                     };
-                    scan_count(&mut c, pattern).await
+                    scan_keys(&mut c, pattern).await
                 })
                 .await
             }
             Servers::Cluster { nodes, .. } => {
-                let mut total = 0;
+                let mut total = Vec::new();
                 for node in nodes {
                     let count = || async {
                         let mut c = node.get_multiplexed_async_connection().await?;
                         let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut c).await?;
                         if !matches!(role.first(), Some(Value::BulkString(r)) if r == b"master") {
-                            return Ok(0);
+                            return Ok(Vec::new());
                         }
-                        scan_count(&mut c, pattern).await
+                        scan_keys(&mut c, pattern).await
                     };
-                    total += self.guarded(Retry::Once, count).await?;
+                    total.extend(self.guarded(Retry::Once, count).await?);
                 }
                 Ok(total)
             }
@@ -452,13 +457,13 @@ impl Redis {
     }
 }
 
-async fn scan_count(
+async fn scan_keys(
     c: &mut impl redis::aio::ConnectionLike,
     pattern: &str,
-) -> Result<usize, RedisError> {
-    let (mut cursor, mut count) = (0u64, 0usize);
+) -> Result<Vec<String>, RedisError> {
+    let (mut cursor, mut keys) = (0u64, Vec::new());
     for _ in 0..1000 {
-        let (next, keys): (u64, Vec<Value>) = redis::cmd("SCAN")
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
             .arg(pattern)
@@ -466,13 +471,13 @@ async fn scan_count(
             .arg(1000)
             .query_async(c)
             .await?;
-        count += keys.len();
+        keys.extend(batch);
         cursor = next;
         if cursor == 0 {
             break;
         }
     }
-    Ok(count)
+    Ok(keys)
 }
 
 /// Whether a failed call may be sent once more.

@@ -79,6 +79,19 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Request logging.
     pub log: LogConfig,
+    /// The admin listener (health, readiness, sessions API).
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: the operators' listener, never the public one.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct AdminConfig {
+    /// Where it listens; none: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// The bearer token for `/sessions`; none: `/sessions` is not served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `[upstream]`: the application behind the proxy.
@@ -442,6 +455,14 @@ mod tests {
             "{MINIMAL}[session]\nstore = \"redis\"\nredis_cluster = [\"redis://127.0.0.1:7000\"]\n"
         ))
         .unwrap();
+        assert!(
+            err(&format!("{MINIMAL}[admin]\nlisten = \"127.0.0.1:8000\"\n"))
+                .starts_with("admin.listen: must not be the public listener")
+        );
+        assert!(err(&format!("{MINIMAL}[admin]\nlisten = \"nowhere\"\n"))
+            .starts_with("admin.listen: expected an address"));
+        assert!(err(&format!("{MINIMAL}[admin]\ntoken_file = \"t\"\n"))
+            .starts_with("admin.token_file: needs admin.listen"));
         let redis = c.session.redis.unwrap();
         assert_eq!(redis.prefix, "cloakroom:");
         assert_eq!(redis.timeout, Duration::from_millis(500));

@@ -25,6 +25,15 @@ pub(super) struct RawConfig {
     pub(super) identity: RawIdentity,
     #[serde(default)]
     pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) admin: RawAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) listen: Option<String>,
+    pub(super) token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawAuth, RawConfig, RawSession};
+use super::raw::{RawAdmin, RawAuth, RawConfig, RawSession};
 use super::{
-    AuthConfig, Config, ConfigError, IdentityConfig, LogConfig, LogFormat, RedisConfig,
-    RedisServers, SameSiteKind, ServerConfig, SessionConfig, StoreKind, UpstreamConfig,
-    UPSTREAM_URL_ENV,
+    AdminConfig, AuthConfig, Config, ConfigError, IdentityConfig, LogConfig, LogFormat,
+    RedisConfig, RedisServers, SameSiteKind, ServerConfig, SessionConfig, StoreKind,
+    UpstreamConfig, UPSTREAM_URL_ENV,
 };
 
 pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -110,6 +110,7 @@ pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
     tracing_subscriber::EnvFilter::try_new(&log.level)
         .map_err(|e| ConfigError::key("log.level", format!("not a log filter: {e}")))?;
 
+    let admin = admin_config(raw.admin, listen)?;
     Ok(Config {
         listen,
         upstream,
@@ -118,6 +119,35 @@ pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         auth,
         identity,
         log,
+        admin,
+    })
+}
+
+fn admin_config(raw: RawAdmin, public: SocketAddr) -> Result<AdminConfig, ConfigError> {
+    let listen = match raw.listen.as_deref() {
+        Some(text) => {
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                ConfigError::key(
+                    "admin.listen",
+                    format!("expected an address like 127.0.0.1:9180, got {text:?}"),
+                )
+            })?;
+            if addr == public || (addr.port() == public.port() && addr.port() != 0) {
+                return Err(ConfigError::key(
+                    "admin.listen",
+                    "must not be the public listener's address or port",
+                ));
+            }
+            Some(addr)
+        }
+        None => None,
+    };
+    if raw.token_file.is_some() && listen.is_none() {
+        return Err(ConfigError::key("admin.token_file", "needs admin.listen"));
+    }
+    Ok(AdminConfig {
+        listen,
+        token_file: raw.token_file,
     })
 }
 

@@ -22,6 +22,9 @@ pub struct Session {
     /// Small named values for other features (CSRF, upstream cookie jar, …).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, String>,
+    /// The address of the client that began it (for operators).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     /// The session travels in URLs (URL mode): its ID is honoured only in
     /// a ticket bound to its client, never in a cookie.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -41,6 +44,7 @@ impl Session {
             user: None,
             remember: false,
             values: BTreeMap::new(),
+            client: None,
             url_mode: false,
             revoked: false,
         }

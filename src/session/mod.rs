@@ -375,9 +375,13 @@ impl Sessions {
         let may_write = write == Write::Update || self.fresh_enough(&state.current.id, now);
         if !state.ended && (state.dirty || state.touch) && may_write {
             let in_url = state.current.in_url;
+            let client = state.client_ip;
             if let Some(session) = &mut state.current.session {
                 session.last_seen = session.last_seen.max(now);
                 session.url_mode = in_url;
+                if write == Write::Create && session.client.is_none() {
+                    session.client = client.map(|ip| ip.to_string());
+                }
                 changes.save = Some(Save {
                     key: state.current.id.key(),
                     write,
@@ -424,6 +428,47 @@ impl Sessions {
     /// The live sessions of `user`.
     pub async fn of_user(&self, user: &str) -> Result<Vec<(SessionKey, Session)>, StoreError> {
         self.store.of_user(user, self.clock.now_ms()).await
+    }
+
+    /// A short keyed hash that names a session to operators and in logs,
+    /// never the ID itself (and useless as one).
+    pub fn key_hash(&self, key: &SessionKey) -> String {
+        use base64::Engine;
+        let tag = self
+            .keys
+            .derive(b"session name for operators", &[key.bytes()]);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag[..12])
+    }
+
+    /// Ends the session whose [`Sessions::key_hash`] is `hash`; `false`
+    /// when no live session has it.
+    pub async fn revoke_hash(&self, hash: &str) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms();
+        let keys = self.store.keys().await?;
+        let Some(key) = keys
+            .into_iter()
+            .find(|k| same_secret(&self.key_hash(k), hash))
+        else {
+            return Ok(false);
+        };
+        if !matches!(self.store.load(&key, now).await?, Lookup::Live(_)) {
+            return Ok(false);
+        }
+        let changes = Changes {
+            now,
+            save: None,
+            revoke: Some(Revoke {
+                key,
+                until: now.saturating_add(ms(self.lifetimes.idle)),
+            }),
+        };
+        self.store.commit(changes).await?;
+        Ok(true)
+    }
+
+    /// Whether the store answers now (for readiness).
+    pub async fn store_ready(&self) -> Result<(), StoreError> {
+        self.store.stats().await.map(|_| ())
     }
 
     /// `Set-Cookie` that removes the session cookie from the browser.

@@ -27,6 +27,8 @@ pub struct SessionState {
     pub(super) touch: bool,
     /// Logged out: the cookie is expired and nothing is saved.
     pub(super) ended: bool,
+    /// The client's address, recorded in a record this request creates.
+    pub(super) client_ip: Option<std::net::IpAddr>,
     /// A stand-in while the store cannot be asked: never sent as a cookie,
     /// so the client keeps the one it has.
     pub(super) stand_in: bool,
@@ -41,8 +43,14 @@ impl SessionState {
             dirty: false,
             touch,
             ended: false,
+            client_ip: None,
             stand_in: false,
         }
+    }
+
+    /// The client's address, for a record this request creates.
+    pub fn set_client(&mut self, ip: std::net::IpAddr) {
+        self.client_ip = Some(ip);
     }
 
     /// Whether this is a stand-in for a session the store could not

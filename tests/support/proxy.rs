@@ -12,6 +12,8 @@ use super::*;
 /// The real proxy, served in this process on an ephemeral port.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The admin listener, when `[admin] listen` is set.
+    pub admin: Option<SocketAddr>,
     pub app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -57,11 +59,25 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
+        let admin = match app.config.admin.listen {
+            Some(at) => {
+                let l = TcpListener::bind(at).await.unwrap();
+                let bound = l.local_addr().unwrap();
+                tokio::spawn(cloakroom::admin::serve(
+                    l,
+                    app.clone(),
+                    std::future::pending(),
+                ));
+                Some(bound)
+            }
+            None => None,
+        };
         let task = tokio::spawn(server::run(listener, app.clone(), async move {
             let _ = stopped.await;
         }));
         Proxy {
             addr,
+            admin,
             app,
             stop: Some(stop),
             task,

@@ -159,6 +159,10 @@ impl SessionStore for FileStore {
         })
     }
 
+    async fn keys(&self) -> Result<Vec<SessionKey>, StoreError> {
+        Ok(self.shared.records.iter().map(|e| *e.key()).collect())
+    }
+
     async fn of_user(
         &self,
         user: &str,

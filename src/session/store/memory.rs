@@ -151,6 +151,10 @@ impl SessionStore for MemoryStore {
         })
     }
 
+    async fn keys(&self) -> Result<Vec<SessionKey>, StoreError> {
+        Ok(self.records.iter().map(|e| *e.key()).collect())
+    }
+
     async fn of_user(
         &self,
         user: &str,

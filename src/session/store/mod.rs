@@ -217,6 +217,11 @@ pub trait SessionStore {
     /// How much the store holds.
     fn stats(&self) -> impl std::future::Future<Output = Result<Stats, StoreError>> + Send;
 
+    /// Every key the store holds (records and tombstones), for operators'
+    /// lookups by hash; bounded by what the store holds.
+    fn keys(&self)
+        -> impl std::future::Future<Output = Result<Vec<SessionKey>, StoreError>> + Send;
+
     /// The live sessions of `user` at `now`, with their keys.
     fn of_user(
         &self,
@@ -260,6 +265,10 @@ impl SessionStore for Store {
 
     async fn stats(&self) -> Result<Stats, StoreError> {
         each!(self, s => s.stats().await)
+    }
+
+    async fn keys(&self) -> Result<Vec<SessionKey>, StoreError> {
+        each!(self, s => s.keys().await)
     }
 
     async fn of_user(
@@ -420,6 +429,10 @@ pub(crate) mod conformance {
         };
         assert_eq!(s.user.as_deref(), Some("bob"));
         assert!(store.stats().await.unwrap().records >= 1);
+        assert!(
+            store.keys().await.unwrap().contains(&key),
+            "keys() misses a record"
+        );
     }
 
     async fn unknown_keys(store: &impl SessionStore, t0: u64) {

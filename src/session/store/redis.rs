@@ -299,6 +299,15 @@ impl SessionStore for RedisStore {
         Ok(Stats { records })
     }
 
+    async fn keys(&self) -> Result<Vec<SessionKey>, StoreError> {
+        let prefix = self.redis.key("s:");
+        let names = self.redis.keys_matching(&format!("{prefix}*")).await?;
+        Ok(names
+            .iter()
+            .filter_map(|n| n.strip_prefix(&prefix).and_then(SessionKey::parse_hex))
+            .collect())
+    }
+
     async fn of_user(
         &self,
         user: &str,
