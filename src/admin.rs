@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET /healthz` | `200` while the process serves |
 //! | `GET /readyz` | `200` when the store and the upstream answer, else `503` naming which |
+//! | `GET /metrics` | Prometheus exposition ([`crate::metrics`]); needs the token when there is one |
 //! | `GET /sessions?user=NAME` | that user's live sessions, as JSON |
 //! | `DELETE /sessions?user=NAME` | log that user out everywhere: `{"revoked": N}` |
 //! | `DELETE /sessions/ID_HASH` | end one session; `404` when unknown |
@@ -71,7 +72,14 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ProxyBody> {
     match (method, path.as_str()) {
         (Method::GET | Method::HEAD, "/healthz") => answer::text(StatusCode::OK, "ok\n"),
         (Method::GET | Method::HEAD, "/readyz") => ready(app).await,
-        (_, "/healthz" | "/readyz") => not_allowed("GET, HEAD"),
+        (Method::GET | Method::HEAD, "/metrics") => {
+            // With a token file, the metrics need the token too.
+            if let Some(refused) = app.admin_token.as_deref().and_then(|t| refusal(&req, t)) {
+                return refused;
+            }
+            metrics(app).await
+        }
+        (_, "/healthz" | "/readyz" | "/metrics") => not_allowed("GET, HEAD"),
         (method, p) if p == "/sessions" || p.starts_with("/sessions/") => {
             let Some(token) = &app.admin_token else {
                 return not_found();
@@ -108,6 +116,20 @@ async fn ready(app: &App) -> Response<ProxyBody> {
             "not ready: the upstream does not answer\n",
         ),
     }
+}
+
+async fn metrics(app: &App) -> Response<ProxyBody> {
+    let records = tokio::time::timeout(READY_WITHIN, app.sessions.stats())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|s| s.records);
+    let mut resp = Response::new(crate::body::full(app.metrics.render(records)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
 }
 
 /// `Authorization: Bearer <token>`, compared in constant time: `None`

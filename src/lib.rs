@@ -83,6 +83,7 @@ pub mod hop;
 pub mod identity;
 pub mod load;
 pub mod login;
+pub mod metrics;
 pub mod probe;
 pub mod proxy;
 pub mod redis;
@@ -117,6 +118,8 @@ pub struct App {
     pub identity: identity::Identity,
     /// Recent cookie probes, so that no client is probed in a loop.
     pub probes: probe::Probes,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
     /// The bearer token of the admin listener's `/sessions` (`admin.token_file`).
     pub admin_token: Option<String>,
     /// The app's background tasks (purge, cache invalidation), stopped by
@@ -202,7 +205,9 @@ impl App {
             _ => None,
         };
         let watcher = shared.clone();
+        let metrics = Arc::new(metrics::Metrics::new());
         let mut sessions = session::Sessions::configured(cfg, keys, store);
+        sessions.count_in(metrics.clone());
         if let Some(redis) = &shared {
             sessions.share_limits_through(redis.clone());
         }
@@ -230,6 +235,7 @@ impl App {
             auth,
             identity,
             probes,
+            metrics,
             admin_token,
             tasks: Mutex::new(Vec::new()),
         });

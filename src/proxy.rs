@@ -52,6 +52,8 @@ pub async fn handle(app: Arc<App>, peer: Peer, req: Request<Incoming>) -> Respon
     };
 
     log.answered(resp.status(), upstream_time);
+    app.metrics
+        .answered(resp.status().as_u16(), started.elapsed(), upstream_time);
     resp.map(|b| Watched::new(b, log))
 }
 
@@ -210,6 +212,7 @@ fn finish(
         cache::keep_private(resp.headers_mut());
     }
     if after.in_url {
+        app.metrics.url_mode_page();
         let client = Client {
             ip: page.ip,
             user_agent: page

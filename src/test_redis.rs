@@ -51,14 +51,27 @@ impl Server {
 
     /// [`Server::start`] with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> Server {
-        let port = free_port();
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        Server::launch(port, scratch_dir(port), extra)
+        // A free port can be taken by someone else before the server binds
+        // it: then the server exits at once, and another port is tried.
+        for _ in 0..3 {
+            let port = free_port();
+            if let Some(server) = Server::try_launch(port, scratch_dir(port), extra.clone()) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start (is it installed? `bash tests/run.sh` installs it)");
     }
 
     /// A server on `port`: `extra` that starts with a config file (a
     /// sentinel's) goes first and gets no persistence settings.
     fn launch(port: u16, dir: PathBuf, extra: Vec<String>) -> Server {
+        Server::try_launch(port, dir, extra).unwrap_or_else(|| {
+            panic!("redis-server did not start on port {port} (is it installed? `bash tests/run.sh` installs it)")
+        })
+    }
+
+    fn try_launch(port: u16, dir: PathBuf, extra: Vec<String>) -> Option<Server> {
         let sentinel = extra.iter().any(|a| a == "--sentinel");
         let mut args: Vec<String> = Vec::new();
         if sentinel {
@@ -102,22 +115,25 @@ impl Server {
             extra,
             _guard: guard,
         };
-        server.wait_until_up();
-        server
+        server.wait_until_up().then_some(server)
     }
 
-    fn wait_until_up(&self) {
+    /// Whether it answers within 10 s (`false` at once if it exited).
+    fn wait_until_up(&self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             // A server with a password answers NOAUTH: it is up all the same.
             let up = command(self.port, &["PING"])
                 .is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"));
             if up {
-                return;
+                return true;
+            }
+            if !alive(self.pid) {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not start on port {} (is it installed? `bash tests/run.sh` installs it)", self.port);
+        false
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -171,6 +187,15 @@ impl Drop for Server {
         drop(self._guard.stdin.take());
         let _ = self._guard.wait();
     }
+}
+
+/// Whether `pid` runs (an exited child waiting to be reaped does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -241,9 +266,19 @@ impl Cluster {
     /// Starts three nodes, joins them with `redis-cli --cluster create`, and
     /// waits until every node reports the cluster ok.
     pub fn start() -> Cluster {
+        // The bus port is named too: by default it is the port + 10000,
+        // which another process may hold.
         let nodes: Vec<Server> = (0..3)
             .map(|_| {
-                Server::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                let bus = free_port().to_string();
+                Server::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-port",
+                    &bus,
+                ])
             })
             .collect();
         let addresses: Vec<String> = nodes

@@ -272,3 +272,98 @@ async fn log_out_everywhere_ends_the_users_sessions_on_every_instance() {
     let (_, body) = admin(&b, Method::GET, "/sessions?user=alice", Some(TOKEN)).await;
     assert_eq!(body.trim(), "[]");
 }
+
+/// The value of one sample line (`name{labels}`) in an exposition.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_move_as_requests_flow() {
+    let site = Site::new().await;
+    let proxy = site.instance("store = \"memory\"", true).await;
+    let scrape = || async {
+        let (status, body) = admin(&proxy, Method::GET, "/metrics", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK);
+        body
+    };
+    let before = scrape().await;
+    for _ in 0..3 {
+        get(&proxy.url("/public")).await;
+    }
+    let mut b = Browser::new(&proxy);
+    let form = b.get("/.cloakroom/login").await;
+    let csrf = form.input("csrf").unwrap();
+    b.post_form(
+        "/.cloakroom/login",
+        &[
+            ("csrf", &csrf),
+            ("username", "alice"),
+            ("password", "nope"),
+            ("return_to", "/"),
+        ],
+    )
+    .await;
+    log_in(&mut b).await;
+    let forged = Request::get(proxy.url("/"))
+        .header("cookie", "CLOAKROOMSID=forged-and-wrong")
+        .body(empty())
+        .unwrap();
+    send(&http1(), forged).await;
+    let after = scrape().await;
+
+    let moved = |series: &str| sample(&after, series) - sample(&before, series);
+    assert!(
+        moved("cloakroom_http_requests_total{code=\"200\"}") >= 5.0,
+        "{after}"
+    );
+    assert_eq!(
+        moved("cloakroom_logins_total{result=\"failure\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        moved("cloakroom_logins_total{result=\"success\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        moved("cloakroom_session_events_total{event=\"rotated\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        moved("cloakroom_session_events_total{event=\"created\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        moved("cloakroom_session_events_total{event=\"forged\"}"),
+        1.0,
+        "{after}"
+    );
+    assert!(
+        moved("cloakroom_http_request_duration_seconds_count") >= 7.0,
+        "{after}"
+    );
+    assert!(
+        moved("cloakroom_upstream_duration_seconds_count") >= 4.0,
+        "{after}"
+    );
+    assert!(
+        sample(&after, "cloakroom_sessions_active") >= 1.0,
+        "{after}"
+    );
+    assert!(after.contains("# TYPE cloakroom_http_request_duration_seconds histogram"));
+
+    // With a token file, the metrics need the token.
+    assert_eq!(
+        admin(&proxy, Method::GET, "/metrics", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -28,6 +28,7 @@ use crate::answer;
 use crate::auth::limiter::Refusal;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
+use crate::metrics::LoginResult;
 use crate::probe;
 use crate::rewrite::link;
 use crate::session::{Client, Current, SessionState};
@@ -179,7 +180,8 @@ async fn login(
     let attempt = match throttle.attempt(peer.addr.ip(), username, now).await {
         Ok(attempt) => attempt,
         Err(Refusal::Wait(wait)) => {
-            return Ok(throttled(app, client, current, &return_to, username, wait))
+            app.metrics.login(LoginResult::Throttled);
+            return Ok(throttled(app, client, current, &return_to, username, wait));
         }
         // Shared counters out of reach: no password is checked (fail closed).
         Err(Refusal::Unavailable(error)) => return Err(error.into()),
@@ -191,6 +193,7 @@ async fn login(
         && app.auth.check_password(username, password).await;
     if !valid {
         attempt.failed().await;
+        app.metrics.login(LoginResult::Failure);
         tracing::info!(user = username, ip = %peer.addr.ip(), "login failed");
         return Ok(login_form(
             app,
@@ -204,6 +207,7 @@ async fn login(
     }
 
     attempt.succeeded().await;
+    app.metrics.login(LoginResult::Success);
     app.sessions.login(state, username, remember);
     tracing::info!(user = username, ip = %peer.addr.ip(), remember, "login");
     // The session is written at commit; the cookie (and, in URL mode, the

@@ -53,6 +53,7 @@ pub use self::ticket::Client;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ::cookie::SameSite;
 use http::header::{HeaderMap, HeaderValue};
@@ -64,6 +65,7 @@ use self::store::{
     Changes, Lookup, Revoke, Save, SessionKey, SessionStore, Stats, Store, StoreError, Write,
 };
 use crate::config::{SameSiteKind, SessionConfig};
+use crate::metrics::{Metrics, SessionEvent};
 
 /// Tolerance for IDs issued "in the future" (another instance's clock).
 const CLOCK_SKEW_MS: u64 = 60_000;
@@ -125,6 +127,8 @@ pub struct Sessions {
     touch_interval: u64,
     /// Where limits are counted when several instances share a store.
     shared: Option<crate::redis::Redis>,
+    /// Where session events and store calls are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Sessions {
@@ -168,6 +172,7 @@ impl Sessions {
             budget: budget::Budget::default(),
             touch_interval: ms(lifetimes.idle / 4).min(60_000),
             shared: None,
+            metrics: Arc::default(),
         }
     }
 
@@ -222,10 +227,15 @@ impl Sessions {
     ) -> Result<Option<SessionState>, StoreError> {
         let Some(id) = self.keys.verify(presented) else {
             let total = self.forged.fetch_add(1, Ordering::Relaxed) + 1;
+            self.metrics.session(SessionEvent::Forged);
             tracing::debug!(total, "forged or malformed session ID presented");
             return Ok(None);
         };
-        let lookup = match self.store.load(&id.key(), now).await {
+        let started = std::time::Instant::now();
+        let loaded = self.store.load(&id.key(), now).await;
+        let failed = matches!(loaded, Err(StoreError::Unavailable(_)));
+        self.metrics.store_call("load", started.elapsed(), failed);
+        let lookup = match loaded {
             Ok(lookup) => lookup,
             Err(StoreError::Corrupt { key, source }) => {
                 tracing::warn!(?key, error = %source, "corrupt session record treated as absent");
@@ -243,7 +253,11 @@ impl Sessions {
                 return Ok(None);
             }
             Lookup::Live(session) if !session.expired(&self.lifetimes, now) => Some(session),
-            Lookup::Live(_) | Lookup::Gone => return Ok(None),
+            Lookup::Live(_) => {
+                self.metrics.session(SessionEvent::Expired);
+                return Ok(None);
+            }
+            Lookup::Gone => return Ok(None),
             Lookup::Unknown if self.fresh_enough(&id, now) => None,
             Lookup::Unknown => return Ok(None),
         };
@@ -333,6 +347,7 @@ impl Sessions {
         if !state.current.fresh && state.revoke.is_none() {
             state.revoke = Some(old);
         }
+        self.metrics.session(SessionEvent::Rotated);
         state.current.session = Some(session);
         state.current.fresh = true;
         state.loaded = false;
@@ -396,7 +411,30 @@ impl Sessions {
         if changes.is_empty() {
             return Ok(());
         }
-        self.store.commit(changes).await
+        let (created, revoked) = (
+            changes
+                .save
+                .as_ref()
+                .is_some_and(|s| s.write == Write::Create),
+            changes.revoke.is_some(),
+        );
+        self.commit_changes(changes).await?;
+        if created {
+            self.metrics.session(SessionEvent::Created);
+        }
+        if revoked {
+            self.metrics.session(SessionEvent::Revoked);
+        }
+        Ok(())
+    }
+
+    /// One timed store commit.
+    async fn commit_changes(&self, changes: Changes) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let done = self.store.commit(changes).await;
+        self.metrics
+            .store_call("commit", started.elapsed(), done.is_err());
+        done
     }
 
     /// How long a revoked ID's tombstone stands: one idle period from the
@@ -420,7 +458,8 @@ impl Sessions {
                 save: None,
                 revoke: Some(Revoke { key: *key, until }),
             };
-            self.store.commit(changes).await?;
+            self.commit_changes(changes).await?;
+            self.metrics.session(SessionEvent::Revoked);
         }
         Ok(live.len())
     }
@@ -462,7 +501,8 @@ impl Sessions {
                 until: now.saturating_add(ms(self.lifetimes.idle)),
             }),
         };
-        self.store.commit(changes).await?;
+        self.commit_changes(changes).await?;
+        self.metrics.session(SessionEvent::Revoked);
         Ok(true)
     }
 
@@ -526,6 +566,11 @@ impl Sessions {
     /// The name of the cookie (and, later, the URL parameter).
     pub fn name(&self) -> &str {
         &self.cookie.name
+    }
+
+    /// Counts session events and store calls in `metrics`.
+    pub fn count_in(&mut self, metrics: Arc<Metrics>) {
+        self.metrics = metrics;
     }
 
     /// Counts the anonymous-record budget in `redis`, shared by every
