@@ -11,17 +11,158 @@
 //! of them (any case, `_` for `-`) is dropped. This module imports nothing
 //! of the proxy's: many modules need [`Peer`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Who sent a request, as the connection (not the request) tells it.
+/// Who sent a request: as the connection tells it, or, behind a trusted
+/// balancer, as the balancer tells it ([`Trusted::client`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer {
     /// The client's address.
     pub addr: SocketAddr,
-    /// Whether the client reached the proxy over TLS.
+    /// Whether the client reached the proxy (or the balancer) over TLS.
     pub tls: bool,
+    /// The trusted balancer the request came through, if any.
+    pub via: Option<IpAddr>,
+}
+
+/// A network, `10.0.0.0/8` or `2001:db8::/32` (a bare address is a /32 or
+/// /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let net: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address or network like 10.0.0.0/8"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max}"))?,
+            None => max,
+        };
+        Ok(Cidr { net, prefix })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is in this network (IPv4-mapped IPv6 counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `server.trusted_proxies`: the balancers whose `X-Forwarded-*` are
+/// believed. Default: none.
+#[derive(Debug, Clone, Default)]
+pub struct Trusted(pub Vec<Cidr>);
+
+impl Trusted {
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|c| c.contains(ip))
+    }
+
+    /// The client of a request that arrived from `conn`. From a trusted
+    /// balancer: the right-most address in `X-Forwarded-For` that is not
+    /// itself a trusted balancer is the client (so an address the client
+    /// wrote at the left counts for nothing), and the right-most
+    /// `X-Forwarded-Proto` says whether the client used TLS; a trusted
+    /// `X-Forwarded-Host` becomes the request's `Host`. From anyone else,
+    /// the connection is the client and those headers are ignored (and
+    /// later replaced).
+    pub fn client(&self, conn: Peer, headers: &mut HeaderMap) -> Peer {
+        if !self.trusts(conn.addr.ip()) {
+            return conn;
+        }
+        let mut hops: Vec<&str> = Vec::new();
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            let Ok(text) = value.to_str() else {
+                return conn;
+            };
+            hops.extend(text.split(',').map(str::trim));
+        }
+        let mut client = None;
+        for hop in hops.iter().rev() {
+            let Some(ip) = parse_hop(hop) else {
+                // Garbage: believe nothing to the left of it.
+                break;
+            };
+            client = Some(ip);
+            if !self.trusts(ip) {
+                break;
+            }
+        }
+        let tls = match last_value(headers, &X_FORWARDED_PROTO) {
+            Some(proto) => proto.eq_ignore_ascii_case("https"),
+            None => conn.tls,
+        };
+        if let Some(host) = last_value(headers, &X_FORWARDED_HOST) {
+            let valid = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+            if let (true, Ok(value)) = (valid, HeaderValue::from_str(&host)) {
+                headers.insert(header::HOST, value);
+            }
+        }
+        Peer {
+            addr: SocketAddr::new(client.unwrap_or(conn.addr.ip()), 0),
+            tls,
+            via: Some(conn.addr.ip()),
+        }
+    }
+}
+
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    // "1.2.3.4:5678" or "[2001:db8::1]:80"
+    hop.parse::<SocketAddr>().ok().map(|a| a.ip())
+}
+
+fn last_value(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let all: Vec<&HeaderValue> = headers.get_all(name).iter().collect();
+    let text = all.last()?.to_str().ok()?;
+    Some(text.rsplit(',').next()?.trim().to_owned())
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -60,11 +201,16 @@ pub const CLIENT_CLAIMS: &[&str] = &[
     "front-end-https",
 ];
 
-/// Sets `X-Forwarded-For` to the client's address, and `-Proto` and `-Host`
-/// to this hop's; whatever the client sent under these names was removed
-/// before (no balancer is trusted to have written them).
+/// Sets `X-Forwarded-For` to the client's address (followed by the
+/// trusted balancer's, when it came through one), and `-Proto` and `-Host`
+/// to what the client used; whatever arrived under these names was removed
+/// before.
 pub fn set(headers: &mut HeaderMap, peer: Peer, host: Option<&HeaderValue>) {
-    if let Ok(value) = HeaderValue::from_str(&peer.addr.ip().to_string()) {
+    let chain = match peer.via {
+        Some(via) => format!("{}, {via}", peer.addr.ip()),
+        None => peer.addr.ip().to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&chain) {
         headers.insert(&X_FORWARDED_FOR, value);
     }
     let proto = if peer.tls { "https" } else { "http" };
@@ -86,6 +232,7 @@ mod tests {
         let peer = Peer {
             addr: "192.0.2.7:5000".parse().unwrap(),
             tls: false,
+            via: None,
         };
         set(&mut h, peer, Some(&HeaderValue::from_static("app.example")));
         assert_eq!(h[&X_FORWARDED_FOR], "192.0.2.7");
@@ -93,5 +240,111 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_HOST], "app.example");
         set(&mut h, peer, None);
         assert!(h.get(&X_FORWARDED_HOST).is_none());
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn only_trusted_balancers_are_believed() {
+        let trusted = Trusted(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ]);
+        let conn = |ip: &str| Peer {
+            addr: SocketAddr::new(ip.parse().unwrap(), 4000),
+            tls: false,
+            via: None,
+        };
+        let claims = [
+            ("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.1.1.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "app.example"),
+        ];
+        // From a balancer: the right-most untrusted hop is the client.
+        let mut h = headers(&claims);
+        let p = trusted.client(conn("10.0.0.2"), &mut h);
+        assert_eq!(p.addr.ip().to_string(), "203.0.113.9");
+        assert!(p.tls);
+        assert_eq!(p.via, Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(h[header::HOST], "app.example");
+        // From anyone else: nothing believed.
+        let mut h = headers(&claims);
+        let p = trusted.client(conn("203.0.113.50"), &mut h);
+        assert_eq!(p.addr.ip().to_string(), "203.0.113.50");
+        assert!(!p.tls && p.via.is_none() && h.get(header::HOST).is_none());
+        // Split over two fields; a port; IPv6 and mapped IPv4 balancers.
+        let mut h = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "198.51.100.4:555"),
+        ]);
+        assert_eq!(
+            trusted
+                .client(conn("::ffff:10.9.9.9"), &mut h)
+                .addr
+                .ip()
+                .to_string(),
+            "198.51.100.4"
+        );
+        let mut h = headers(&[("x-forwarded-for", "garbage, 198.51.100.5")]);
+        assert_eq!(
+            trusted
+                .client(conn("2001:db8::7"), &mut h)
+                .addr
+                .ip()
+                .to_string(),
+            "198.51.100.5"
+        );
+        // Garbage to the right: nothing to its left is believed.
+        let mut h = headers(&[("x-forwarded-for", "198.51.100.6, garbage")]);
+        assert_eq!(
+            trusted
+                .client(conn("10.0.0.2"), &mut h)
+                .addr
+                .ip()
+                .to_string(),
+            "10.0.0.2"
+        );
+        // No header: the balancer itself.
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            trusted
+                .client(conn("10.0.0.2"), &mut h)
+                .addr
+                .ip()
+                .to_string(),
+            "10.0.0.2"
+        );
+        // A balancer's own forwarded address is written after the client's.
+        let mut out = HeaderMap::new();
+        let mut h = headers(&claims);
+        set(&mut out, trusted.client(conn("10.0.0.2"), &mut h), None);
+        assert_eq!(out[&X_FORWARDED_FOR], "203.0.113.9, 10.0.0.2");
+        assert_eq!(out[&X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
+    fn networks_parse_and_match() {
+        let c: Cidr = "192.168.0.0/16".parse().unwrap();
+        assert!(c.contains("192.168.4.5".parse().unwrap()));
+        assert!(!c.contains("192.169.0.1".parse().unwrap()));
+        assert!("0.0.0.0/0"
+            .parse::<Cidr>()
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!("10.0.0.1"
+            .parse::<Cidr>()
+            .unwrap()
+            .contains("10.0.0.1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("example.com/8".parse::<Cidr>().is_err());
     }
 }

@@ -118,6 +118,8 @@ pub struct App {
     pub identity: identity::Identity,
     /// Recent cookie probes, so that no client is probed in a loop.
     pub probes: probe::Probes,
+    /// The balancers whose forwarding headers are believed.
+    pub trusted: forwarded::Trusted,
     /// Counters for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
     /// The bearer token of the admin listener's `/sessions` (`admin.token_file`).
@@ -228,6 +230,7 @@ impl App {
             None => None,
         };
         let purge_interval = config.session.purge_interval;
+        let trusted = forwarded::Trusted(config.server.trusted_proxies.clone());
         let app = Arc::new(App {
             config,
             upstream,
@@ -235,6 +238,7 @@ impl App {
             auth,
             identity,
             probes,
+            trusted,
             metrics,
             admin_token,
             tasks: Mutex::new(Vec::new()),

@@ -69,6 +69,9 @@ async fn pipeline(
     //    rules judge and what the upstream receives.
     check_forwardable(&req)?;
     settle_path(&mut req)?;
+    // Behind a trusted balancer, the client is who the balancer says; the
+    //    address, scheme and host used from here on are the client's.
+    let peer = app.trusted.client(peer, req.headers_mut());
 
     // 2. Find the session: a live ID this proxy signed, from the cookie or,
     //    for a client that refuses cookies, the URL; else a new one. A store
@@ -205,7 +208,7 @@ fn finish(
         rewrite::temper_redirect_policy(status, resp.headers_mut());
     }
     let cookie = (!state.is_stand_in())
-        .then(|| app.sessions.set_cookie(after))
+        .then(|| app.sessions.set_cookie(after, page.tls))
         .flatten();
     if let Some(cookie) = cookie {
         resp.headers_mut().append(header::SET_COOKIE, cookie);

@@ -78,7 +78,11 @@ pub async fn run(
         let conn = Connection {
             app: app.clone(),
             http: http.clone(),
-            peer: Peer { addr, tls: false },
+            peer: Peer {
+                addr,
+                tls: false,
+                via: None,
+            },
             stop: stop_rx.clone(),
             _slot: slot,
         };

@@ -221,3 +221,62 @@ async fn connect_is_refused_and_never_reaches_the_upstream() {
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
     assert!(upstream.seen().is_empty());
 }
+
+#[tokio::test]
+async fn forwarding_headers_are_believed_only_from_trusted_balancers() {
+    let upstream = Upstream::start().await;
+    let claims = |req: http::request::Builder| {
+        req.header("x-forwarded-for", "6.6.6.6, 203.0.113.9")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "app.example")
+    };
+    // Trusted: the client is the right-most untrusted hop, its scheme and
+    // host are the balancer's word, and the cookie is Secure.
+    let behind = Proxy::start(
+        &upstream,
+        "",
+        "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]",
+    )
+    .await;
+    let req = claims(Request::get(behind.url("/x")))
+        .body(empty())
+        .unwrap();
+    send(&http1(), req).await;
+    let seen = upstream.seen().pop().unwrap();
+    assert_eq!(
+        seen.header("x-forwarded-for").as_deref(),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        seen.header("x-forwarded-host").as_deref(),
+        Some("app.example")
+    );
+    let req = claims(Request::get(behind.url("/.cloakroom/login")))
+        .body(empty())
+        .unwrap();
+    let (_, headers, _) = send(&http1(), req).await;
+    assert!(
+        headers["set-cookie"].to_str().unwrap().contains("Secure"),
+        "{headers:?}"
+    );
+
+    // Not trusted (the default): all of it replaced by what the connection says.
+    let direct = Proxy::start(&upstream, "", "").await;
+    let req = claims(Request::get(direct.url("/x")))
+        .body(empty())
+        .unwrap();
+    send(&http1(), req).await;
+    let seen = upstream.seen().pop().unwrap();
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_ne!(
+        seen.header("x-forwarded-host").as_deref(),
+        Some("app.example")
+    );
+    let req = claims(Request::get(direct.url("/.cloakroom/login")))
+        .body(empty())
+        .unwrap();
+    let (_, headers, _) = send(&http1(), req).await;
+    assert!(!headers["set-cookie"].to_str().unwrap().contains("Secure"));
+}

@@ -133,6 +133,16 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[serde(with = "duration_text")]
     pub shutdown_timeout: Duration,
+    /// Balancers whose `X-Forwarded-For`, `-Proto` and `-Host` are believed.
+    #[serde(serialize_with = "ser_cidrs")]
+    pub trusted_proxies: Vec<crate::forwarded::Cidr>,
+}
+
+fn ser_cidrs<S: serde::Serializer>(
+    list: &[crate::forwarded::Cidr],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(list.iter().map(ToString::to_string))
 }
 
 /// `[session]`: how sessions are identified, kept and aged.

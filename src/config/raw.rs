@@ -119,6 +119,7 @@ pub(super) struct RawServer {
     pub(super) max_headers: Option<usize>,
     #[serde(default, with = "duration_text::option")]
     pub(super) shutdown_timeout: Option<Duration>,
+    pub(super) trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

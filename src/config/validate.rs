@@ -46,7 +46,17 @@ pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         )?,
     };
 
-    let sv = raw.server;
+    let mut sv = raw.server;
+    let trusted_proxies = sv
+        .trusted_proxies
+        .take()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            t.parse()
+                .map_err(|e: String| ConfigError::key("server.trusted_proxies", e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let server = ServerConfig {
         max_connections: at_least("server.max_connections", sv.max_connections, 1, 10_000)
             .and_then(|n| {
@@ -85,6 +95,7 @@ pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
             sv.shutdown_timeout,
             Duration::from_secs(30),
         )?,
+        trusted_proxies,
     };
 
     let session = session_config(raw.session)?;

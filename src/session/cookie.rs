@@ -94,12 +94,12 @@ fn trim(bytes: &[u8]) -> &[u8] {
 impl CookieSpec {
     /// `Set-Cookie` carrying `value`; `max_age` makes it persistent
     /// (remember-me), `None` makes it die with the browser.
-    pub fn set(&self, value: &str, max_age: Option<Duration>) -> HeaderValue {
+    pub fn set(&self, value: &str, max_age: Option<Duration>, tls: bool) -> HeaderValue {
         let mut cookie = Cookie::build((self.name.as_str(), value))
             .http_only(true)
             .same_site(self.same_site)
             .path(self.path.as_str())
-            .secure(self.secure || self.same_site == SameSite::None);
+            .secure(tls || self.secure || self.same_site == SameSite::None);
         if let Some(domain) = &self.domain {
             cookie = cookie.domain(domain.as_str());
         }
@@ -204,7 +204,7 @@ mod tests {
             same_site: SameSite::Lax,
             secure: false,
         };
-        let v = spec.set("abc", None);
+        let v = spec.set("abc", None, false);
         let v = v.to_str().unwrap();
         assert!(v.starts_with("CLOAKROOMSID=abc"), "{v}");
         for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
@@ -217,7 +217,7 @@ mod tests {
             domain: Some("example.com".into()),
             ..spec.clone()
         };
-        let v = secure.set("abc", Some(Duration::from_secs(86400)));
+        let v = secure.set("abc", Some(Duration::from_secs(86400)), false);
         let v = v.to_str().unwrap();
         for attr in ["Secure", "Max-Age=86400", "Domain=example.com"] {
             assert!(v.contains(attr), "{attr} missing: {v}");

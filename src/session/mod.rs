@@ -311,13 +311,15 @@ impl Sessions {
     /// `Set-Cookie` for a session the client must be told about: a new ID
     /// in cookie mode. A session in URL mode never gets a cookie: an ID
     /// that arrived in a URL is never turned into a cookie.
-    pub fn set_cookie(&self, current: &Current) -> Option<HeaderValue> {
+    /// `tls`: the client reached us (or a trusted balancer) over TLS: the
+    /// cookie is `Secure`.
+    pub fn set_cookie(&self, current: &Current, tls: bool) -> Option<HeaderValue> {
         if !current.fresh || current.in_url {
             return None;
         }
         let remember = current.session.as_ref().is_some_and(|s| s.remember);
         let max_age = remember.then_some(self.lifetimes.remember_me);
-        Some(self.cookie.set(current.id.as_str(), max_age))
+        Some(self.cookie.set(current.id.as_str(), max_age, tls))
     }
 
     /// Removes the session cookie from headers bound for the upstream.
@@ -651,7 +653,10 @@ mod tests {
             .unwrap();
         assert_eq!(got.id, first.id);
         assert!(got.in_url && !got.fresh);
-        assert!(s.set_cookie(&got).is_none(), "a URL ID became a cookie");
+        assert!(
+            s.set_cookie(&got, false).is_none(),
+            "a URL ID became a cookie"
+        );
 
         let other_ua = Client {
             user_agent: b"another agent",
