@@ -6,6 +6,7 @@
 //! - [`config`]: `proxy.toml` → validated [`Config`]; errors name the key.
 //! - [`server`]: accept loop, connection cap, client timeouts, graceful shutdown.
 //! - [`admin`]: the admin listener (health, readiness, the sessions API).
+//! - [`tls`]: TLS on the public listener.
 //! - [`proxy`]: [`proxy::handle`], the request pipeline as named steps.
 //! - [`session`]: signed IDs, the session cookie, lifetimes, the stores.
 //! - [`login`]: the proxy's own pages under `/.cloakroom/` (login, logout).
@@ -94,6 +95,7 @@ pub mod session;
 pub mod target;
 #[doc(hidden)]
 pub mod test_redis;
+pub mod tls;
 pub mod upstream;
 
 use std::sync::{Arc, Mutex, Weak};
@@ -118,6 +120,8 @@ pub struct App {
     pub identity: identity::Identity,
     /// Recent cookie probes, so that no client is probed in a loop.
     pub probes: probe::Probes,
+    /// TLS on the public listener (`[tls]`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The balancers whose forwarding headers are believed.
     pub trusted: forwarded::Trusted,
     /// Counters for `/metrics`.
@@ -162,6 +166,9 @@ pub enum BuildError {
         /// What is wrong.
         message: String,
     },
+    /// The certificate or key could not be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// The Redis settings could not be used.
     #[error(transparent)]
     Redis(#[from] redis::OpenError),
@@ -231,6 +238,7 @@ impl App {
         };
         let purge_interval = config.session.purge_interval;
         let trusted = forwarded::Trusted(config.server.trusted_proxies.clone());
+        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let app = Arc::new(App {
             config,
             upstream,
@@ -239,6 +247,7 @@ impl App {
             identity,
             probes,
             trusted,
+            tls,
             metrics,
             admin_token,
             tasks: Mutex::new(Vec::new()),

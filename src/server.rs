@@ -86,7 +86,14 @@ pub async fn run(
             stop: stop_rx.clone(),
             _slot: slot,
         };
-        tokio::spawn(conn.serve(stream));
+        match app.tls.clone() {
+            None => {
+                tokio::spawn(conn.serve(stream));
+            }
+            Some(acceptor) => {
+                tokio::spawn(conn.serve_tls(acceptor, stream));
+            }
+        }
     }
 
     drop(listener);
@@ -134,9 +141,33 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(mut self, stream: TcpStream) {
+    /// The TLS handshake first, within `server.header_timeout`, in this
+    /// connection's task and slot.
+    async fn serve_tls(mut self, acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let limit = self.app.config.server.header_timeout;
+        match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                self.peer.tls = true;
+                self.serve_io(tls).await;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer.addr, error = %e, "TLS handshake failed")
+            }
+            Err(_) => tracing::debug!(peer = %self.peer.addr, "TLS handshake timed out"),
+        }
+    }
+
+    async fn serve(self, stream: TcpStream) {
         // Small responses and WebSocket frames should not wait for Nagle.
         let _ = stream.set_nodelay(true);
+        self.serve_io(stream).await;
+    }
+
+    async fn serve_io<I>(mut self, stream: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = Activity::default();
         let service = {
             let (app, peer, activity) = (self.app.clone(), self.peer, activity.clone());

@@ -81,6 +81,18 @@ pub struct Config {
     pub log: LogConfig,
     /// The admin listener (health, readiness, sessions API).
     pub admin: AdminConfig,
+    /// TLS on the public listener; none: plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`: the public listener speaks TLS (1.2 and 1.3, ALPN h2 and http/1.1).
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// `[admin]`: the operators' listener, never the public one.
@@ -469,6 +481,11 @@ mod tests {
             err(&format!("{MINIMAL}[admin]\nlisten = \"127.0.0.1:8000\"\n"))
                 .starts_with("admin.listen: must not be the public listener")
         );
+        assert!(err(&format!("{MINIMAL}[tls]\ncert = \"c.pem\"\n")).starts_with("tls.key: missing"));
+        assert!(err(&format!(
+            "{MINIMAL}[server]\ntrusted_proxies = [\"10.0.0.0/40\"]\n"
+        ))
+        .starts_with("server.trusted_proxies:"));
         assert!(err(&format!("{MINIMAL}[admin]\nlisten = \"nowhere\"\n"))
             .starts_with("admin.listen: expected an address"));
         assert!(err(&format!("{MINIMAL}[admin]\ntoken_file = \"t\"\n"))

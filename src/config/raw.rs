@@ -27,6 +27,15 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) admin: RawAdmin,
+    #[serde(default)]
+    pub(super) tls: RawTls,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) cert: Option<PathBuf>,
+    pub(super) key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

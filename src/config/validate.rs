@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::raw::{RawAdmin, RawAuth, RawConfig, RawSession};
 use super::{
     AdminConfig, AuthConfig, Config, ConfigError, IdentityConfig, LogConfig, LogFormat,
-    RedisConfig, RedisServers, SameSiteKind, ServerConfig, SessionConfig, StoreKind,
+    RedisConfig, RedisServers, SameSiteKind, ServerConfig, SessionConfig, StoreKind, TlsConfig,
     UpstreamConfig, UPSTREAM_URL_ENV,
 };
 
@@ -122,6 +122,12 @@ pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         .map_err(|e| ConfigError::key("log.level", format!("not a log filter: {e}")))?;
 
     let admin = admin_config(raw.admin, listen)?;
+    let tls = match (raw.tls.cert, raw.tls.key) {
+        (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => return Err(ConfigError::key("tls.key", "missing: tls.cert needs it")),
+        (None, Some(_)) => return Err(ConfigError::key("tls.cert", "missing: tls.key needs it")),
+    };
     Ok(Config {
         listen,
         upstream,
@@ -131,6 +137,7 @@ pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         identity,
         log,
         admin,
+        tls,
     })
 }
 
