@@ -8,6 +8,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
@@ -20,7 +21,7 @@ pub use crate::forwarded::Peer;
 
 /// The application behind the proxy and a connection pool to it.
 pub struct Upstream {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpsConnector<HttpConnector>, Incoming>,
     scheme: Scheme,
     authority: Authority,
     /// The upstream URL's path without its trailing slash; prefixed to every path.
@@ -29,12 +30,60 @@ pub struct Upstream {
     preserve_host: bool,
 }
 
+/// The TLS client settings for `https://` upstreams.
+fn upstream_tls(config: &UpstreamConfig) -> Result<rustls::ClientConfig, ConfigError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let error = |message: String| ConfigError::Key {
+        key: "upstream.ca_file".into(),
+        message,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &config.ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| error(format!("{}: {e}", path.display())))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| error(format!("{}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| error(format!("{}: {e}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(error(format!(
+                    "{}: no certificate in the file",
+                    path.display()
+                )));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A system root rustls cannot use is skipped, as browsers do.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| error(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 impl Upstream {
     /// A pooled client for `config.url`.
     pub fn new(config: &UpstreamConfig) -> Result<Upstream, ConfigError> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        // https:// upstreams: rustls (ring), the system's roots or
+        // upstream.ca_file's, SNI from the URL's host.
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(upstream_tls(config)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
@@ -48,7 +97,11 @@ impl Upstream {
         };
         Ok(Upstream {
             client,
-            scheme: Scheme::HTTP,
+            scheme: if url.scheme() == "https" {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            },
             authority: authority.parse().map_err(|_| ConfigError::Key {
                 key: "upstream.url".into(),
                 message: format!("{authority:?} is not a valid host and port"),

@@ -137,3 +137,75 @@ async fn plain_http_and_stalled_handshakes_cost_a_bounded_time_and_disturb_no_on
     let targets: Vec<String> = t.upstream.seen().iter().map(|s| s.target.clone()).collect();
     assert_eq!(targets, ["/during"]);
 }
+
+/// An https upstream with a certificate for `localhost`; records the SNI
+/// each connection asked for.
+async fn https_upstream() -> (
+    u16,
+    CertificateDer<'static>,
+    std::path::PathBuf,
+    Arc<std::sync::Mutex<Vec<String>>>,
+    tempfile::TempDir,
+) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let names = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = names.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let sni = tls.get_ref().1.server_name().unwrap_or("").to_owned();
+                seen.lock().unwrap().push(sni);
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"over tls")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (port, certified.cert.der().clone(), ca, names, dir)
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_verified_with_its_ca_and_gets_the_right_sni() {
+    let (port, _cert, ca, names, _dir) = https_upstream().await;
+    let url = format!("https://localhost:{port}");
+    let trusted =
+        Proxy::start_url(&url, &format!("ca_file = {:?}", ca.to_str().unwrap()), "").await;
+    let (status, _, body) = get(&trusted.url("/any")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"over tls");
+    assert_eq!(names.lock().unwrap().as_slice(), ["localhost"]);
+
+    // The system's roots do not know the test CA: refused, never sent unchecked.
+    let untrusted = Proxy::start_url(&url, "", "").await;
+    let (status, _, _) = get(&untrusted.url("/any")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+}

@@ -125,6 +125,10 @@ pub struct UpstreamConfig {
     /// How long an idle pooled upstream connection is kept.
     #[serde(with = "duration_text")]
     pub pool_idle_timeout: Duration,
+    /// CA certificates (PEM) an `https://` upstream is checked against,
+    /// instead of the system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[server]`: what the proxy accepts from clients.

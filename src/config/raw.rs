@@ -114,6 +114,7 @@ pub(super) struct RawUpstream {
     pub(super) pool_max_idle: Option<usize>,
     #[serde(default, with = "duration_text::option")]
     pub(super) pool_idle_timeout: Option<Duration>,
+    pub(super) ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

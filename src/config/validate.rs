@@ -44,6 +44,7 @@ pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
             up.pool_idle_timeout,
             Duration::from_secs(90),
         )?,
+        ca_file: up.ca_file.clone(),
     };
 
     let mut sv = raw.server;
@@ -437,12 +438,7 @@ fn parse_upstream_url(text: &str) -> Result<url::Url, ConfigError> {
         .map_err(|e| ConfigError::key(key, format!("not a URL ({e}): {text:?}")))?;
     match url.scheme() {
         "http" => {}
-        "https" => {
-            return Err(ConfigError::key(
-                key,
-                "https upstreams are not supported yet; use http to a local upstream",
-            ))
-        }
+        "https" => {}
         other => {
             return Err(ConfigError::key(
                 key,
