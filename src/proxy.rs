@@ -389,7 +389,8 @@ fn upstream_drives(app: &App, state: &mut SessionState, command: UpstreamCommand
     match command {
         UpstreamCommand::Login(user) => {
             app.sessions.login(state, &user, false);
-            tracing::info!(user, "login by the upstream");
+            let session = app.sessions.key_hash(&state.id.key());
+            tracing::info!(user, session, "login by the upstream");
         }
         UpstreamCommand::Logout => {
             tracing::info!(user = state.user(), "logout by the upstream");

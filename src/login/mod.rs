@@ -209,7 +209,8 @@ async fn login(
     attempt.succeeded().await;
     app.metrics.login(LoginResult::Success);
     app.sessions.login(state, username, remember);
-    tracing::info!(user = username, ip = %peer.addr.ip(), remember, "login");
+    let session = app.sessions.key_hash(&state.id.key());
+    tracing::info!(user = username, ip = %peer.addr.ip(), remember, session, "login");
     // The session is written at commit; the cookie (and, in URL mode, the
     // ticket in the redirect) follow from it when the answer is finished.
     Ok(answer::redirect(StatusCode::SEE_OTHER, &return_to))
@@ -262,7 +263,8 @@ async fn logout(
         return Ok(resp);
     }
     if let Some(user) = state.user() {
-        tracing::info!(user, "logout");
+        let session = app.sessions.key_hash(&state.id.key());
+        tracing::info!(user, session, "logout");
     }
     // A session that holds nothing has nothing to end, and writes nothing:
     // an anonymous client cannot make the store write at will.

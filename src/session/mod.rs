@@ -238,7 +238,7 @@ impl Sessions {
         let lookup = match loaded {
             Ok(lookup) => lookup,
             Err(StoreError::Corrupt { key, source }) => {
-                tracing::warn!(?key, error = %source, "corrupt session record treated as absent");
+                tracing::warn!(session = %self.key_hash(&key), error = %source, "corrupt session record treated as absent");
                 Lookup::Unknown
             }
             Err(error) => return Err(error),

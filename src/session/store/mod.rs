@@ -163,7 +163,7 @@ pub enum StoreError {
     #[error("session store unavailable: {0}")]
     Unavailable(#[source] crate::error::BoxError),
     /// A record did not decode: it is treated as absent (and logged).
-    #[error("corrupt session record {key:?}: {source}")]
+    #[error("corrupt session record: {source}")]
     Corrupt {
         /// Which record.
         key: SessionKey,
