@@ -30,6 +30,11 @@ use crate::answer;
 use crate::body::ProxyBody;
 use crate::App;
 
+/// Connections the admin listener serves at once; more wait in the backlog.
+const MAX_CONNECTIONS: usize = 32;
+/// Longest an admin connection lives (requests here are short).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
+
 /// Longest a readiness check waits for the store or the upstream.
 const READY_WITHIN: Duration = Duration::from_secs(2);
 
@@ -40,7 +45,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let header_timeout = app.config.server.header_timeout;
     loop {
+        // A slot before accepting: connections past the cap wait in the
+        // kernel's backlog and cost this process nothing.
+        let slot = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return Ok(()),
+            },
+        };
         let (stream, _) = tokio::select! {
             () = &mut shutdown => return Ok(()),
             accepted = listener.accept() => match accepted {
@@ -54,13 +70,27 @@ pub async fn serve(
         };
         let app = app.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            // A client that says nothing is gone after the header timeout.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                return;
+            }
             let service = hyper::service::service_fn(move |req| {
                 let app = app.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(&app, req).await) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            // However it behaves, a connection ends within its lifetime.
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
         });
     }
 }
@@ -140,8 +170,9 @@ fn refusal<B>(req: &Request<B>, token: &str) -> Option<Response<ProxyBody>> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     let Some(presented) = presented else {
         let mut resp = answer::text(
             StatusCode::UNAUTHORIZED,

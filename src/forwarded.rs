@@ -135,11 +135,7 @@ impl Trusted {
             None => conn.tls,
         };
         if let Some(host) = last_value(headers, &X_FORWARDED_HOST) {
-            let valid = !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
-            if let (true, Ok(value)) = (valid, HeaderValue::from_str(&host)) {
+            if let Some(value) = plain_host(&host) {
                 headers.insert(header::HOST, value);
             }
         }
@@ -149,6 +145,25 @@ impl Trusted {
             via: Some(conn.addr.ip()),
         }
     }
+}
+
+/// `host` when it is a plain host name or address with an optional port
+/// (exactly what a URL would read back), else `None`.
+fn plain_host(host: &str) -> Option<HeaderValue> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b);
+    if host.is_empty() || !host.bytes().all(allowed) || host.starts_with(['-', '.']) {
+        return None;
+    }
+    let url = url::Url::parse(&format!("http://{host}/")).ok()?;
+    let mut again = url.host_str()?.to_owned();
+    if let Some(port) = url.port() {
+        again.push_str(&format!(":{port}"));
+    }
+    let explicit_default = host.ends_with(":80");
+    (again.eq_ignore_ascii_case(host)
+        || (explicit_default && format!("{again}:80").eq_ignore_ascii_case(host)))
+    .then(|| HeaderValue::from_str(host).ok())
+    .flatten()
 }
 
 fn parse_hop(hop: &str) -> Option<IpAddr> {
@@ -199,7 +214,47 @@ pub const CLIENT_CLAIMS: &[&str] = &[
     "x-host",
     "x-url-scheme",
     "front-end-https",
+    "client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "remote-addr",
+    "x-envoy-external-address",
+    "x-envoy-original-path",
+    "x-appengine-user-ip",
+    "x-scheme",
+    "x-forwarded-protocol",
+    "cf-visitor",
+    "x-forwarded-client-cert",
+    "x-ssl-client-cert",
+    "ssl-client-cert",
+    "x-client-cert",
+    "ssl-client-verify",
+    "x-client-verify",
+    "x-ssl-client-verify",
+    "x-ssl-client-dn",
+    "x-ssl-client-s-dn",
+    "x-client-dn",
+    "x-arr-clientcert",
+    "x-arr-ssl",
 ];
+
+/// The address limits count a client under: an IPv4-mapped IPv6 address
+/// as its IPv4 address, any other IPv6 address as its /64 (one subscriber's
+/// usual share), so that a client cannot take a fresh budget from each
+/// address of its network.
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & (u128::MAX << 64);
+                IpAddr::V6(std::net::Ipv6Addr::from(bits))
+            }
+        },
+        v4 => v4,
+    }
+}
 
 /// Sets `X-Forwarded-For` to the client's address (followed by the
 /// trusted balancer's, when it came through one), and `-Proto` and `-Host`
@@ -329,6 +384,41 @@ mod tests {
         set(&mut out, trusted.client(conn("10.0.0.2"), &mut h), None);
         assert_eq!(out[&X_FORWARDED_FOR], "203.0.113.9, 10.0.0.2");
         assert_eq!(out[&X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
+    fn only_plain_hosts_are_taken_from_a_balancer() {
+        for good in [
+            "app.example",
+            "app.example:8443",
+            "127.0.0.1",
+            "[::1]:8080",
+            "app.example:80",
+        ] {
+            assert!(plain_host(good).is_some(), "{good}");
+        }
+        for bad in [
+            "evil.com:80:80",
+            "[::1",
+            "evil.com:abc",
+            "evil.com:99999",
+            "evil.com:",
+            "-evil.com",
+            "a/b",
+            "a@b",
+            "",
+        ] {
+            assert!(plain_host(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn limits_count_a_network_not_each_address() {
+        let key = |s: &str| limit_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::18"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:9.9.9.9"), "9.9.9.9");
+        assert_eq!(key("9.9.9.9"), "9.9.9.9");
     }
 
     #[test]

@@ -285,13 +285,21 @@ impl Drop for App {
     }
 }
 
-/// The admin token: the file's first line, at least 16 characters.
-fn read_token(path: &std::path::Path) -> Result<String, BuildError> {
+/// The admin token: the file's first line, at least 16 characters (a file
+/// others can read is warned about).
+pub fn read_token(path: &std::path::Path) -> Result<String, BuildError> {
     let error = |message: String| BuildError::AdminToken {
         path: path.to_owned(),
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            tracing::warn!(path = %path.display(), "the admin token file is readable by others; chmod 600 it");
+        }
+    }
     let token = text.lines().next().unwrap_or("").trim().to_owned();
     if token.len() < 16 {
         return Err(error("the token must be at least 16 characters".into()));

@@ -109,6 +109,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
+            if let Some(path) = &config.admin.token_file {
+                if let Err(e) = cloakroom::read_token(path) {
+                    eprintln!("cloakroom: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             print!("{}", config.to_toml());
             ExitCode::SUCCESS
         }

@@ -367,3 +367,39 @@ async fn metrics_move_as_requests_flow() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn silent_connections_to_the_admin_port_are_closed_and_capped() {
+    // Found by an outside review: admin connections never timed out and
+    // were not capped, so they could use up the process's descriptors.
+    let site = Site::new().await;
+    let proxy = Proxy::start(
+        &site.upstream,
+        "",
+        "[server]\nheader_timeout = \"1s\"\n[session]\nstore = \"memory\"\n[admin]\nlisten = \"127.0.0.1:0\"",
+    )
+    .await;
+    let at = proxy.admin.unwrap();
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        silent.push(tokio::net::TcpStream::connect(at).await.unwrap());
+    }
+    // Past the cap, a request waits for a slot, which the timeout frees.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        admin(&proxy, Method::GET, "/healthz", None).await.0,
+        StatusCode::OK
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), silent[0].read(&mut buf))
+        .await
+        .expect("a silent admin connection was never closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}

@@ -328,6 +328,19 @@ async fn headers_the_proxy_sets_cannot_be_nominated_away_or_forged() {
         .header("x_original_url", "/admin")
         .header("x-rewrite-url", "/admin")
         .header("x-forwarded-for", "10.9.9.9")
+        // Found by a later outside review: these reached the upstream.
+        .header("client-ip", "10.9.9.9")
+        .header("client_ip", "10.9.9.9")
+        .header("x-originating-ip", "10.9.9.9")
+        .header("remote-addr", "10.9.9.9")
+        .header("x-envoy-external-address", "10.9.9.9")
+        .header("cf-visitor", "{\"scheme\":\"https\"}")
+        .header("x-forwarded-protocol", "https")
+        .header("x-envoy-original-path", "/admin")
+        .header("x-forwarded-client-cert", "Hash=1;Subject=\"CN=admin\"")
+        .header("x-ssl-client-cert", "-----BEGIN CERTIFICATE-----")
+        .header("ssl-client-verify", "SUCCESS")
+        .header("x-arr-clientcert", "MIIB")
         .body(empty())
         .unwrap();
     send(&http1(), req).await;
@@ -343,6 +356,18 @@ async fn headers_the_proxy_sets_cannot_be_nominated_away_or_forged() {
         "x-original-url",
         "x_original_url",
         "x-rewrite-url",
+        "client-ip",
+        "client_ip",
+        "x-originating-ip",
+        "remote-addr",
+        "x-envoy-external-address",
+        "cf-visitor",
+        "x-forwarded-protocol",
+        "x-envoy-original-path",
+        "x-forwarded-client-cert",
+        "x-ssl-client-cert",
+        "ssl-client-verify",
+        "x-arr-clientcert",
     ] {
         assert!(
             seen.header(forged).is_none(),

@@ -104,6 +104,8 @@ impl Limiter {
 
     /// Starts an attempt from `ip` for `user` at `now` (see [`Throttle::attempt`]).
     pub async fn attempt(&self, ip: IpAddr, user: &str, now: u64) -> Result<Attempt<'_>, Refusal> {
+        // One budget per IPv6 /64, and a mapped IPv4 address is its IPv4 one.
+        let ip = crate::forwarded::limit_key(ip);
         match self {
             Limiter::Local(t) => t
                 .attempt(ip, user, now)
@@ -227,6 +229,38 @@ impl Drop for SharedAttempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_ipv6_network_shares_one_budget() {
+        // Found by an outside review: each /128 had its own budget.
+        let l = Limiter::Local(Throttle::new(2, 100, Duration::from_secs(60)));
+        for (i, ip) in ["2001:db8:1:2::1", "2001:db8:1:2::2"].iter().enumerate() {
+            let ip: IpAddr = ip.parse().unwrap();
+            l.attempt(ip, &format!("user{i}"), 0)
+                .await
+                .unwrap()
+                .failed()
+                .await;
+        }
+        let same_net: IpAddr = "2001:db8:1:2:abcd::9".parse().unwrap();
+        assert!(matches!(
+            l.attempt(same_net, "user9", 1).await,
+            Err(Refusal::Wait(_))
+        ));
+        let other_net: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(l.attempt(other_net, "user9", 1).await.is_ok());
+        // A mapped IPv4 address is that address.
+        let l = Limiter::Local(Throttle::new(1, 100, Duration::from_secs(60)));
+        l.attempt("9.9.9.9".parse().unwrap(), "a", 0)
+            .await
+            .unwrap()
+            .failed()
+            .await;
+        assert!(l
+            .attempt("::ffff:9.9.9.9".parse().unwrap(), "b", 1)
+            .await
+            .is_err());
+    }
 
     #[tokio::test]
     async fn shared_limits_hold_across_limiters_and_concurrent_attempts() {

@@ -586,6 +586,7 @@ impl Sessions {
     /// budget is every instance's together. A count that cannot be made
     /// refuses (fails closed).
     pub async fn may_create_anonymous(&self, ip: IpAddr) -> bool {
+        let ip = crate::forwarded::limit_key(ip);
         let Some(redis) = &self.shared else {
             return self.budget.spend(ip, self.clock.now_ms());
         };
