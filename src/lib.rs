@@ -120,8 +120,8 @@ pub struct App {
     pub identity: identity::Identity,
     /// Recent cookie probes, so that no client is probed in a loop.
     pub probes: probe::Probes,
-    /// TLS on the public listener (`[tls]`).
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// TLS on the public listener (`[tls]`); replaced on reload.
+    tls: std::sync::RwLock<Option<tokio_rustls::TlsAcceptor>>,
     /// The balancers whose forwarding headers are believed.
     pub trusted: forwarded::Trusted,
     /// Counters for `/metrics`.
@@ -247,7 +247,7 @@ impl App {
             identity,
             probes,
             trusted,
-            tls,
+            tls: std::sync::RwLock::new(tls),
             metrics,
             admin_token,
             tasks: Mutex::new(Vec::new()),
@@ -266,6 +266,63 @@ impl App {
         Ok(app)
     }
 
+    /// The TLS acceptor in force, for a new connection.
+    pub fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reloads what can change while running (SIGHUP): the users file and
+    /// the certificates, from `config` (the configuration read again).
+    /// Nothing changes unless all of it loads; a user no longer in the
+    /// users file is logged out everywhere at once. Keys whose change needs
+    /// a restart are named in a warning. Counted in the reload metrics.
+    pub async fn reload(&self, config: Result<Config, config::ConfigError>) -> Result<(), String> {
+        let outcome = self.try_reload(config).await;
+        self.metrics.reloaded(outcome.is_ok());
+        match &outcome {
+            Ok(()) => tracing::info!("configuration reloaded"),
+            Err(error) => {
+                tracing::error!(%error, "reload refused; the running configuration stays")
+            }
+        }
+        outcome
+    }
+
+    async fn try_reload(&self, config: Result<Config, config::ConfigError>) -> Result<(), String> {
+        let new = config.map_err(|e| e.to_string())?;
+        let users = match &new.auth.users_file {
+            Some(path) => Some(Arc::new(
+                auth::password::Users::load(path).map_err(|e| format!("auth.users_file: {e}"))?,
+            )),
+            None => None,
+        };
+        let tls = new
+            .tls
+            .as_ref()
+            .map(tls::acceptor)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        for key in restart_keys(&self.config, &new) {
+            tracing::warn!(%key, "changed in the configuration, but takes effect only after a restart");
+        }
+        if self.config.tls.is_some() && tls.is_some() {
+            *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
+        }
+        for user in self.auth.replace_users(users) {
+            match self.sessions.revoke_user(&user).await {
+                Ok(n) => tracing::info!(
+                    user,
+                    revoked = n,
+                    "user removed from the users file: logged out everywhere"
+                ),
+                Err(error) => {
+                    tracing::error!(user, %error, "user removed from the users file, but their sessions could not be ended")
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Stops the background tasks.
     pub fn shutdown(&self) {
         for task in self
@@ -282,6 +339,45 @@ impl App {
 impl Drop for App {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The keys that differ between `old` and `new` and are not reloaded.
+fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
+    let render = |c: &Config| -> Vec<(String, String)> {
+        let value = toml::Value::try_from(c).unwrap_or(toml::Value::Table(Default::default()));
+        let mut flat = Vec::new();
+        flatten("", &value, &mut flat);
+        flat
+    };
+    let (a, b) = (render(old), render(new));
+    let mut keys: Vec<String> = Vec::new();
+    for (key, _) in a
+        .iter()
+        .filter(|kv| !b.contains(kv))
+        .chain(b.iter().filter(|kv| !a.contains(kv)))
+    {
+        let reloaded = key.starts_with("tls.") || key == "auth.users_file";
+        if !reloaded && !keys.contains(key) {
+            keys.push(key.clone());
+        }
+    }
+    keys
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => out.push((prefix.to_owned(), other.to_string())),
     }
 }
 

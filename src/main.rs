@@ -1,6 +1,8 @@
 //! The `cloakroom` command: parse the command line, load the configuration,
 //! set up logging, bind, and hand over to [`cloakroom::server::run`].
 
+#![recursion_limit = "256"]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -118,7 +120,7 @@ fn main() -> ExitCode {
             print!("{}", config.to_toml());
             ExitCode::SUCCESS
         }
-        Command::Run => run(config),
+        Command::Run => run(config, source),
         Command::Demo { .. } | Command::HashPassword | Command::Load(_) => ExitCode::FAILURE,
     }
 }
@@ -262,7 +264,7 @@ fn demo(listen: std::net::SocketAddr) -> ExitCode {
     }
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(config: Config, source: Source) -> ExitCode {
     init_logging(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -310,7 +312,9 @@ fn run(config: Config) -> ExitCode {
             },
             None => None,
         };
+        let reloads = tokio::spawn(reload_on_hangup(app.clone(), source));
         let served = server::run(listener, app.clone(), shutdown_signal()).await;
+        reloads.abort();
         if let Some(admin) = admin {
             admin.abort();
         }
@@ -323,6 +327,28 @@ fn run(config: Config) -> ExitCode {
             }
         }
     })
+}
+
+/// SIGHUP: read the configuration again and reload what can be reloaded
+/// (see [`App::reload`]); a broken one keeps the running one.
+async fn reload_on_hangup(app: std::sync::Arc<App>, source: Source) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload needs a restart");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let _ = app.reload(Config::load(&source)).await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (app, source);
+        std::future::pending::<()>().await;
+    }
 }
 
 fn init_logging(config: &Config) {

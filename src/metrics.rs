@@ -9,7 +9,8 @@
 //! read at scrape), `session_events_total{event}` (`created`, `rotated`,
 //! `expired`, `revoked`, `forged`), `logins_total{result}` (`success`,
 //! `failure`, `throttled`), `url_mode_pages_total`, `store_errors_total`,
-//! `store_operation_duration_seconds{op}` (`load`, `commit`).
+//! `store_operation_duration_seconds{op}` (`load`, `commit`),
+//! `config_reloads_total{result}`, `config_last_reload_success`.
 
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ pub struct Metrics {
     url_mode_pages: Counter,
     store_errors: Counter,
     store_duration: Family<Label, Histogram, fn() -> Histogram>,
+    reloads: Family<Label, Counter>,
+    last_reload_success: Gauge,
 }
 
 /// Something that happened to a session.
@@ -88,6 +91,8 @@ impl Metrics {
             url_mode_pages: Counter::default(),
             store_errors: Counter::default(),
             store_duration: Family::new_with_constructor(latency),
+            reloads: Family::default(),
+            last_reload_success: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -131,6 +136,17 @@ impl Metrics {
             "Session store calls, by operation",
             m.store_duration.clone(),
         );
+        registry.register(
+            "config_reloads",
+            "Reloads (SIGHUP), by result",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "config_last_reload_success",
+            "1 when the last reload (or the start) succeeded",
+            m.last_reload_success.clone(),
+        );
+        m.last_reload_success.set(1);
         Metrics { registry, ..m }
     }
 
@@ -169,6 +185,15 @@ impl Metrics {
         self.logins
             .get_or_create(&[("result", name.to_owned())])
             .inc();
+    }
+
+    /// Counts a reload and its result.
+    pub fn reloaded(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads
+            .get_or_create(&[("result", result.to_owned())])
+            .inc();
+        self.last_reload_success.set(i64::from(ok));
     }
 
     /// Counts a response rewritten for URL mode.

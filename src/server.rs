@@ -86,7 +86,7 @@ pub async fn run(
             stop: stop_rx.clone(),
             _slot: slot,
         };
-        match app.tls.clone() {
+        match app.tls() {
             None => {
                 tokio::spawn(conn.serve(stream));
             }

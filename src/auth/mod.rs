@@ -29,7 +29,9 @@ const CONCURRENT_PASSWORD_CHECKS: usize = 4;
 
 /// Users, rules and throttling.
 pub struct Auth {
-    users: Option<Arc<Users>>,
+    /// Replaced whole on reload (readers take an `Arc`; a std lock, never
+    /// held across an await).
+    users: std::sync::RwLock<Option<Arc<Users>>>,
     /// The access rules.
     pub rules: Rules,
     /// Failed-login counters.
@@ -56,7 +58,7 @@ impl Auth {
             None => None,
         };
         Ok(Auth {
-            users,
+            users: std::sync::RwLock::new(users),
             rules: Rules::new(&cfg.protect, &cfg.public),
             throttle: match shared {
                 Some(redis) => Limiter::shared(
@@ -78,13 +80,34 @@ impl Auth {
 
     /// Whether the login form can log anyone in.
     pub fn has_users(&self) -> bool {
-        self.users.is_some()
+        self.users().is_some()
+    }
+
+    /// The users now in force.
+    pub fn users(&self) -> Option<Arc<Users>> {
+        self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `users` in force (a reload); returns the names that are gone.
+    pub fn replace_users(&self, users: Option<Arc<Users>>) -> Vec<String> {
+        let mut slot = self.users.write().unwrap_or_else(|p| p.into_inner());
+        let gone = match (&*slot, &users) {
+            (Some(old), Some(new)) => old
+                .names()
+                .filter(|n| !new.contains(n))
+                .map(str::to_owned)
+                .collect(),
+            (Some(old), None) => old.names().map(str::to_owned).collect(),
+            (None, _) => Vec::new(),
+        };
+        *slot = users;
+        gone
     }
 
     /// Checks a password off the request threads. Unknown users cost the
     /// same as known ones.
     pub async fn check_password(&self, user: &str, password: &str) -> bool {
-        let Some(users) = self.users.clone() else {
+        let Some(users) = self.users() else {
             return false;
         };
         let Ok(_turn) = self.checks.acquire().await else {

@@ -88,6 +88,16 @@ impl Users {
         Users::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// The user names, for comparing two versions of the file.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.hashes.keys().map(String::as_str)
+    }
+
+    /// Whether `name` is a user.
+    pub fn contains(&self, name: &str) -> bool {
+        self.hashes.contains_key(name)
+    }
+
     /// Parses the users file's text.
     pub fn parse(text: &str) -> Result<Users, String> {
         let table: toml::Table = toml::from_str(text).map_err(|e| e.message().to_owned())?;

@@ -1,0 +1,142 @@
+//! Reload on SIGHUP, on the real binary: a user removed from the users file
+//! is logged out at once, a broken configuration keeps the running one,
+//! a key that needs a restart is named, and a download in flight completes.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use support::*;
+
+fn hup(pid: u32) {
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[tokio::test]
+async fn sighup_reloads_users_keeps_a_good_config_and_drops_no_connection() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    let alice = cloakroom::auth::password::hash("wonderland").unwrap();
+    let bob = cloakroom::auth::password::hash("builder").unwrap();
+    std::fs::write(&users, format!("alice = \"{alice}\"\nbob = \"{bob}\"\n")).unwrap();
+    let config = |extra: &str| {
+        format!(
+            "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[session]\nstore = \"memory\"\n\
+             secret_file = {:?}\n[auth]\nusers_file = {:?}\nprotect = [\"/private\"]\n{extra}\n[log]\nformat = \"json\"\n",
+            upstream.addr,
+            dir.path().join("cloakroom.key").to_str().unwrap(),
+            users.to_str().unwrap(),
+        )
+    };
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, config("")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Killed(child);
+    let mut lines = lines_of(child.0.stderr.take().unwrap());
+    let addr = line_after(&mut lines, "listening on http://").await;
+    let base = format!("http://{}", addr.split('"').next().unwrap());
+
+    let log_in = |user: &'static str, password: &'static str| {
+        let base = base.clone();
+        async move {
+            let mut b = Browser::at(&base);
+            let form = b.get("/.cloakroom/login").await;
+            let csrf = form.input("csrf").unwrap();
+            let done = b
+                .post_form(
+                    "/.cloakroom/login",
+                    &[
+                        ("csrf", &csrf),
+                        ("username", user),
+                        ("password", password),
+                        ("return_to", "/"),
+                    ],
+                )
+                .await;
+            assert_eq!(done.status, StatusCode::SEE_OTHER, "{user}");
+            b
+        }
+    };
+    let mut as_alice = log_in("alice", "wonderland").await;
+    let mut as_bob = log_in("bob", "builder").await;
+    assert_eq!(as_bob.get("/private").await.status, StatusCode::OK);
+
+    // A long download is in flight through every reload below.
+    let url = format!("{base}/download?bytes=1000000");
+    let download = tokio::spawn(async move {
+        let resp = http1()
+            .request(Request::get(url).body(empty()).unwrap())
+            .await
+            .unwrap();
+        resp.into_body().collect().await.unwrap().to_bytes().len()
+    });
+    upstream.arrived(upstream.seen().len()).await;
+
+    // A broken configuration: the running one stays, the log names the key.
+    std::fs::write(&path, config("max_failures_per_ip = \"many\"\n")).unwrap();
+    hup(child.0.id());
+    let refused = line_after(&mut lines, "reload refused").await;
+    assert!(refused.contains("auth.max_failures_per_ip"), "{refused}");
+    assert_eq!(as_bob.get("/private").await.status, StatusCode::OK);
+
+    // bob is removed, and a key that needs a restart changes.
+    std::fs::write(&users, format!("alice = \"{alice}\"\n")).unwrap();
+    std::fs::write(
+        &path,
+        config("").replace(
+            "store = \"memory\"",
+            "store = \"memory\"\nidle_timeout = \"10m\"",
+        ),
+    )
+    .unwrap();
+    hup(child.0.id());
+    let warned = line_after(&mut lines, "takes effect only after a restart").await;
+    assert!(warned.contains("session.idle_timeout"), "{warned}");
+    line_after(&mut lines, "configuration reloaded").await;
+    assert_eq!(
+        as_bob.get("/private").await.status,
+        StatusCode::FOUND,
+        "a removed user stayed logged in"
+    );
+    assert_eq!(as_alice.get("/private").await.status, StatusCode::OK);
+    let form = as_bob.get("/.cloakroom/login").await;
+    let csrf = form.input("csrf").unwrap();
+    let again = as_bob
+        .post_form(
+            "/.cloakroom/login",
+            &[
+                ("csrf", &csrf),
+                ("username", "bob"),
+                ("password", "builder"),
+                ("return_to", "/"),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "a removed user logged in");
+
+    upstream.release_download();
+    let got = within(download).await.unwrap();
+    assert_eq!(got, 1_000_000, "the download was cut by a reload");
+}
+
+/// The child process, killed however the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
