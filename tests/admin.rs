@@ -61,18 +61,8 @@ impl Site {
 }
 
 async fn log_in(b: &mut Browser) {
-    let form = b.get("/.cloakroom/login").await;
-    let csrf = form.input("csrf").unwrap();
     let done = b
-        .post_form(
-            "/.cloakroom/login",
-            &[
-                ("csrf", &csrf),
-                ("username", "alice"),
-                ("password", "wonderland"),
-                ("return_to", "/private"),
-            ],
-        )
+        .log_in("alice", "wonderland", &[("return_to", "/private")])
         .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
 }
@@ -297,18 +287,7 @@ async fn metrics_move_as_requests_flow() {
         get(&proxy.url("/public")).await;
     }
     let mut b = Browser::new(&proxy);
-    let form = b.get("/.cloakroom/login").await;
-    let csrf = form.input("csrf").unwrap();
-    b.post_form(
-        "/.cloakroom/login",
-        &[
-            ("csrf", &csrf),
-            ("username", "alice"),
-            ("password", "nope"),
-            ("return_to", "/"),
-        ],
-    )
-    .await;
+    b.log_in("alice", "nope", &[]).await;
     log_in(&mut b).await;
     let forged = Request::get(proxy.url("/"))
         .header("cookie", "CLOAKROOMSID=forged-and-wrong")

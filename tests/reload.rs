@@ -52,19 +52,7 @@ async fn sighup_reloads_users_keeps_a_good_config_and_drops_no_connection() {
         let base = base.clone();
         async move {
             let mut b = Browser::at(&base);
-            let form = b.get("/.cloakroom/login").await;
-            let csrf = form.input("csrf").unwrap();
-            let done = b
-                .post_form(
-                    "/.cloakroom/login",
-                    &[
-                        ("csrf", &csrf),
-                        ("username", user),
-                        ("password", password),
-                        ("return_to", "/"),
-                    ],
-                )
-                .await;
+            let done = b.log_in(user, password, &[]).await;
             assert_eq!(done.status, StatusCode::SEE_OTHER, "{user}");
             b
         }
@@ -111,19 +99,7 @@ async fn sighup_reloads_users_keeps_a_good_config_and_drops_no_connection() {
         "a removed user stayed logged in"
     );
     assert_eq!(as_alice.get("/private").await.status, StatusCode::OK);
-    let form = as_bob.get("/.cloakroom/login").await;
-    let csrf = form.input("csrf").unwrap();
-    let again = as_bob
-        .post_form(
-            "/.cloakroom/login",
-            &[
-                ("csrf", &csrf),
-                ("username", "bob"),
-                ("password", "builder"),
-                ("return_to", "/"),
-            ],
-        )
-        .await;
+    let again = as_bob.log_in("bob", "builder", &[]).await;
     assert_eq!(again.status, StatusCode::OK, "a removed user logged in");
 
     upstream.release_download();

@@ -71,7 +71,7 @@ use crate::metrics::{Metrics, SessionEvent};
 const CLOCK_SKEW_MS: u64 = 60_000;
 /// Whether a presented secret equals the expected one, in constant time
 /// (for texts of the same length; the length itself is not secret).
-fn same_secret(expected: &str, presented: &str) -> bool {
+pub(crate) fn same_secret(expected: &str, presented: &str) -> bool {
     use subtle::ConstantTimeEq;
     expected.len() == presented.len() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
 }
@@ -847,51 +847,6 @@ mod tests {
         assert_eq!(got.id, real.id);
         assert!(!got.fresh);
     }
-}
-
-#[cfg(test)]
-mod state_tests {
-    use std::time::Duration;
-
-    use http::header;
-
-    use super::*;
-    use crate::session::store::memory::MemoryStore;
-
-    const LIFETIMES: Lifetimes = Lifetimes {
-        idle: Duration::from_secs(30 * 60),
-        absolute: Duration::from_secs(12 * 3600),
-        remember_me: Duration::from_secs(180 * 86400),
-    };
-
-    fn sessions() -> Sessions {
-        Sessions::new(
-            Keys::new(&[vec![9; 32]]).unwrap(),
-            Store::Memory(MemoryStore::new()),
-            CookieSpec {
-                name: "CLOAKROOMSID".into(),
-                path: "/".into(),
-                domain: None,
-                same_site: SameSite::Lax,
-                secure: false,
-            },
-            LIFETIMES,
-        )
-    }
-
-    fn client() -> Client<'static> {
-        Client {
-            ip: "192.0.2.1".parse().unwrap(),
-            user_agent: b"test agent",
-        }
-    }
-
-    fn cookie(id: &SessionId) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        let v = format!("CLOAKROOMSID={}", id.as_str());
-        h.insert(header::COOKIE, HeaderValue::from_str(&v).unwrap());
-        h
-    }
 
     #[tokio::test(start_paused = true)]
     async fn last_seen_is_written_only_once_per_touch_interval() {
@@ -909,7 +864,10 @@ mod state_tests {
         // Visits within the interval (a minute here) write nothing...
         for _ in 0..5 {
             tokio::time::advance(Duration::from_secs(10)).await;
-            let mut visit = s.resolve(&cookie(&first.id), None, client()).await.unwrap();
+            let mut visit = s
+                .resolve(&with_cookie(&first.id), None, client())
+                .await
+                .unwrap();
             s.commit(&mut visit).await.unwrap();
         }
         assert_eq!(
@@ -919,7 +877,10 @@ mod state_tests {
         );
         // ...the first one past it does.
         tokio::time::advance(Duration::from_secs(11)).await;
-        let mut visit = s.resolve(&cookie(&first.id), None, client()).await.unwrap();
+        let mut visit = s
+            .resolve(&with_cookie(&first.id), None, client())
+            .await
+            .unwrap();
         s.commit(&mut visit).await.unwrap();
         assert_eq!(stored(&s, &first.id).await, saved + 61_000);
     }
@@ -933,19 +894,22 @@ mod state_tests {
             .insert("cart".into(), "3".into());
         s.commit(&mut anon).await.unwrap();
         let old = anon.id.clone();
-        let mut state = s.resolve(&cookie(&old), None, client()).await.unwrap();
+        let mut state = s.resolve(&with_cookie(&old), None, client()).await.unwrap();
         s.login(&mut state, "alice", false);
         assert_ne!(state.id, old);
         assert!(state.fresh, "the new ID must be sent");
         // Nothing is written until the commit.
         assert!(s
-            .resolve(&cookie(&state.id), None, client())
+            .resolve(&with_cookie(&state.id), None, client())
             .await
             .unwrap()
             .user()
             .is_none());
         s.commit(&mut state).await.unwrap();
-        let now = s.resolve(&cookie(&state.id), None, client()).await.unwrap();
+        let now = s
+            .resolve(&with_cookie(&state.id), None, client())
+            .await
+            .unwrap();
         assert_eq!(now.user(), Some("alice"));
         assert_eq!(
             now.session.as_ref().unwrap().values["cart"],
@@ -953,7 +917,7 @@ mod state_tests {
             "values kept"
         );
         assert!(
-            s.resolve(&cookie(&old), None, client())
+            s.resolve(&with_cookie(&old), None, client())
                 .await
                 .unwrap()
                 .fresh,
@@ -963,7 +927,7 @@ mod state_tests {
         // Log out everywhere.
         assert_eq!(s.revoke_user("alice").await.unwrap(), 1);
         assert!(
-            s.resolve(&cookie(&state.id), None, client())
+            s.resolve(&with_cookie(&state.id), None, client())
                 .await
                 .unwrap()
                 .fresh

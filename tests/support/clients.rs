@@ -130,6 +130,21 @@ impl Browser {
             .unwrap_or_else(|e| panic!("visit {path}: {e}"))
     }
 
+    /// Opens the login page and posts its form as `user` with `password`,
+    /// plus `more` fields (e.g. `return_to`, `remember`); the answer.
+    pub async fn log_in(&mut self, user: &str, password: &str, more: &[(&str, &str)]) -> Page {
+        let form = self.get("/.cloakroom/login").await;
+        assert_eq!(form.status, http::StatusCode::OK, "{}", form.body);
+        let csrf = form.input("csrf").expect("no CSRF token in the login form");
+        let mut fields = vec![
+            ("csrf", csrf.as_str()),
+            ("username", user),
+            ("password", password),
+        ];
+        fields.extend_from_slice(more);
+        self.post_form("/.cloakroom/login", &fields).await
+    }
+
     pub async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
         within(self.0.post_form(path, fields))
             .await
