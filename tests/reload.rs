@@ -102,6 +102,21 @@ async fn sighup_reloads_users_keeps_a_good_config_and_drops_no_connection() {
     let again = as_bob.log_in("bob", "builder", &[]).await;
     assert_eq!(again.status, StatusCode::OK, "a removed user logged in");
 
+    // The log names sessions by a keyed hash, never by their ID.
+    let mut again = log_in("alice", "wonderland").await;
+    let id = again.session().unwrap().to_owned();
+    assert_eq!(again.get("/private").await.status, StatusCode::OK);
+    let logged_in = line_after(&mut lines, "\"login\"").await;
+    assert!(logged_in.contains("\"session\":"), "{logged_in}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut rest = vec![logged_in];
+    while let Ok(line) = lines.try_recv() {
+        rest.push(line);
+    }
+    for line in &rest {
+        assert!(!line.contains(&id[..20]), "a session ID in the log: {line}");
+    }
+
     upstream.release_download();
     let got = within(download).await.unwrap();
     assert_eq!(got, 1_000_000, "the download was cut by a reload");
