@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 
 use crate::answer;
 use crate::body::ProxyBody;
-use crate::App;
+use crate::{App, Settings};
 
 /// Connections the admin listener serves at once; more wait in the backlog.
 const MAX_CONNECTIONS: usize = 32;
@@ -46,7 +46,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let header_timeout = app.config.server.header_timeout;
+    let header_timeout = app.settings().config.server.header_timeout;
     loop {
         // A slot before accepting: connections past the cap wait in the
         // kernel's backlog and cost this process nothing.
@@ -99,19 +99,24 @@ pub async fn serve(
 pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ProxyBody> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    let settings = app.settings();
     match (method, path.as_str()) {
         (Method::GET | Method::HEAD, "/healthz") => answer::text(StatusCode::OK, "ok\n"),
-        (Method::GET | Method::HEAD, "/readyz") => ready(app).await,
+        (Method::GET | Method::HEAD, "/readyz") => ready(app, &settings).await,
         (Method::GET | Method::HEAD, "/metrics") => {
             // With a token file, the metrics need the token too.
-            if let Some(refused) = app.admin_token.as_deref().and_then(|t| refusal(&req, t)) {
+            if let Some(refused) = settings
+                .admin_token
+                .as_deref()
+                .and_then(|t| refusal(&req, t))
+            {
                 return refused;
             }
             metrics(app).await
         }
         (_, "/healthz" | "/readyz" | "/metrics") => not_allowed("GET, HEAD"),
         (method, p) if p == "/sessions" || p.starts_with("/sessions/") => {
-            let Some(token) = &app.admin_token else {
+            let Some(token) = &settings.admin_token else {
                 return not_found();
             };
             if let Some(refused) = refusal(&req, token) {
@@ -123,7 +128,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ProxyBody> {
     }
 }
 
-async fn ready(app: &App) -> Response<ProxyBody> {
+async fn ready(app: &App, settings: &Settings) -> Response<ProxyBody> {
     let store = tokio::time::timeout(READY_WITHIN, app.sessions.store_ready()).await;
     if !matches!(store, Ok(Ok(()))) {
         return answer::text(
@@ -131,14 +136,14 @@ async fn ready(app: &App) -> Response<ProxyBody> {
             "not ready: the session store does not answer\n",
         );
     }
-    let url = &app.config.upstream.url;
+    let url = &settings.config.upstream.url;
     let host = url
         .host_str()
         .unwrap_or("localhost")
         .trim_matches(['[', ']'])
         .to_owned();
     let port = url.port_or_known_default().unwrap_or(80);
-    let wait = app.config.upstream.connect_timeout.min(READY_WITHIN);
+    let wait = settings.config.upstream.connect_timeout.min(READY_WITHIN);
     match tokio::time::timeout(wait, tokio::net::TcpStream::connect((host.as_str(), port))).await {
         Ok(Ok(_)) => answer::text(StatusCode::OK, "ready\n"),
         _ => answer::text(

@@ -35,6 +35,14 @@ pub struct Cidr {
     prefix: u8,
 }
 
+impl Cidr {
+    /// Whether this range holds every address of its family (`0.0.0.0/0`,
+    /// `::/0`): trusting it lets any client claim any address.
+    pub fn is_everything(&self) -> bool {
+        self.prefix == 0
+    }
+}
+
 impl std::str::FromStr for Cidr {
     type Err = String;
 

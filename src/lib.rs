@@ -9,7 +9,10 @@
 //! - [`tls`]: TLS on the public listener.
 //! - [`proxy`]: [`proxy::handle`], the request pipeline as named steps.
 //! - [`session`]: signed IDs, the session cookie, lifetimes, the stores.
-//! - [`login`]: the proxy's own pages under `/.cloakroom/` (login, logout).
+//! - [`settings`]: [`Settings`], what a reload swaps; the rest of [`App`]
+//!   is state that outlives a reload.
+//! - [`pages`]: the router of the proxy's own paths under `/.cloakroom/`.
+//! - [`login`]: the login and logout pages.
 //! - [`reserved`]: the names of those paths, and which requests are for them.
 //! - [`auth`]: users and passwords, access rules, login throttling.
 //! - [`identity`]: the identity header and upstream-driven login/logout.
@@ -44,7 +47,7 @@
 //!    mode, in a URL ticket bound to that client; else it issues a new ID.
 //!    The session cookie and URL ticket are removed before the request goes
 //!    upstream (from `Referer` too).
-//! 4. Paths under `/.cloakroom/` are answered by [`login`] and end here.
+//! 4. Paths under `/.cloakroom/` are answered by [`pages`] and end here.
 //! 5. Access rules ([`auth::rules`]): a protected path without a login gets
 //!    a redirect to the login page (browsers) or 401 (everything else).
 //! 6. Hop-by-hop headers are stripped first; then [`identity`] removes every
@@ -85,6 +88,7 @@ pub mod identity;
 pub mod load;
 pub mod login;
 pub mod metrics;
+pub mod pages;
 pub mod probe;
 pub mod proxy;
 pub mod redis;
@@ -92,6 +96,7 @@ pub mod reserved;
 pub mod rewrite;
 pub mod server;
 pub mod session;
+pub mod settings;
 pub mod target;
 #[doc(hidden)]
 pub mod test_redis;
@@ -101,36 +106,32 @@ pub mod upstream;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 pub use config::Config;
+pub use settings::Settings;
 
 use config::StoreKind;
 use session::store::{file::FileStore, memory::MemoryStore, redis::RedisStore, Store};
 
-/// Everything a request needs, shared by all connections.
+/// Everything a request needs, shared by all connections: the state that
+/// lives as long as the process, and the [`Settings`] a reload swaps.
 pub struct App {
-    /// The validated configuration.
-    pub config: Config,
-    /// The application behind the proxy.
-    pub upstream: upstream::Upstream,
+    /// The settings in force; a request takes them once ([`App::settings`]).
+    settings: ArcSwap<Settings>,
     /// Sessions: keys, store, cookie.
     pub sessions: Arc<session::Sessions>,
-    /// Users, access rules, login throttling.
+    /// Login throttling and the password checker.
     pub auth: auth::Auth,
-    /// The identity header.
-    pub identity: identity::Identity,
     /// Recent cookie probes, so that no client is probed in a loop.
     pub probes: probe::Probes,
-    /// TLS on the public listener (`[tls]`); replaced on reload.
-    tls: std::sync::RwLock<Option<tokio_rustls::TlsAcceptor>>,
-    /// The balancers whose forwarding headers are believed.
-    pub trusted: forwarded::Trusted,
     /// Counters for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
-    /// The bearer token of the admin listener's `/sessions` (`admin.token_file`).
-    pub admin_token: Option<String>,
     /// The app's background tasks (purge, cache invalidation), stopped by
     /// [`App::shutdown`].
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// Why the app could not be built. Each names the key it is about and
@@ -180,7 +181,8 @@ impl App {
     /// Redis that is down makes requests fail with 503, not the start),
     /// and starts the background tasks the app owns.
     pub async fn build(config: Config) -> Result<Arc<App>, BuildError> {
-        let upstream = upstream::Upstream::new(&config.upstream)?;
+        let settings = Settings::build(config, None)?;
+        let config = &settings.config;
         let cfg = &config.session;
         let keys = session::id::Keys::load_or_create(&cfg.secret_file).map_err(|source| {
             BuildError::Key {
@@ -221,36 +223,20 @@ impl App {
             sessions.share_limits_through(redis.clone());
         }
         let sessions = Arc::new(sessions);
-        let auth = auth::Auth::open(&config.auth, shared.clone())?;
-        let identity = identity::Identity::new(&config.identity.header).ok_or_else(|| {
-            config::ConfigError::Key {
-                key: "identity.header".into(),
-                message: "not a valid header name".into(),
-            }
-        })?;
+        let auth = auth::Auth::open(&config.auth, shared.clone());
         let probes = match shared {
             Some(redis) => probe::Probes::shared(redis),
             None => probe::Probes::default(),
         };
-        let admin_token = match &config.admin.token_file {
-            Some(path) => Some(read_token(path)?),
-            None => None,
-        };
-        let purge_interval = config.session.purge_interval;
-        let trusted = forwarded::Trusted(config.server.trusted_proxies.clone());
-        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+        let purge_interval = cfg.purge_interval;
         let app = Arc::new(App {
-            config,
-            upstream,
+            settings: ArcSwap::from_pointee(settings),
             sessions,
             auth,
-            identity,
             probes,
-            trusted,
-            tls: std::sync::RwLock::new(tls),
             metrics,
-            admin_token,
             tasks: Mutex::new(Vec::new()),
+            reloading: tokio::sync::Mutex::new(()),
         });
         let mut tasks = vec![tokio::spawn(purge_every(
             Arc::downgrade(&app),
@@ -266,17 +252,20 @@ impl App {
         Ok(app)
     }
 
-    /// The TLS acceptor in force, for a new connection.
-    pub fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
-        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The settings in force. A request takes them once and keeps them to
+    /// its end; a reload meanwhile affects the requests after it.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
     }
 
-    /// Reloads what can change while running (SIGHUP): the users file and
-    /// the certificates, from `config` (the configuration read again).
-    /// Nothing changes unless all of it loads; a user no longer in the
-    /// users file is logged out everywhere at once. Keys whose change needs
-    /// a restart are named in a warning. Counted in the reload metrics.
+    /// Reloads from `config` (the configuration read again, on SIGHUP):
+    /// every reloadable key (see [`settings`]) takes effect for the requests
+    /// that start after it. Nothing changes unless all of it loads; a user
+    /// no longer in the users file is logged out everywhere at once. Keys
+    /// whose change needs a restart are named in a warning. Counted in the
+    /// reload metrics.
     pub async fn reload(&self, config: Result<Config, config::ConfigError>) -> Result<(), String> {
+        let _one = self.reloading.lock().await;
         let outcome = self.try_reload(config).await;
         self.metrics.reloaded(outcome.is_ok());
         match &outcome {
@@ -290,25 +279,15 @@ impl App {
 
     async fn try_reload(&self, config: Result<Config, config::ConfigError>) -> Result<(), String> {
         let new = config.map_err(|e| e.to_string())?;
-        let users = match &new.auth.users_file {
-            Some(path) => Some(Arc::new(
-                auth::password::Users::load(path).map_err(|e| format!("auth.users_file: {e}"))?,
-            )),
-            None => None,
-        };
-        let tls = new
-            .tls
-            .as_ref()
-            .map(tls::acceptor)
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        for key in restart_keys(&self.config, &new) {
+        let running = self.settings();
+        let restart = settings::restart_keys(&running.config, &new);
+        let new = Settings::build(new, Some(&running)).map_err(|e| e.to_string())?;
+        for key in restart {
             tracing::warn!(%key, "changed in the configuration, but takes effect only after a restart");
         }
-        if self.config.tls.is_some() && tls.is_some() {
-            *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
-        }
-        for user in self.auth.replace_users(users) {
+        let gone = running.users_gone_in(&new);
+        self.settings.store(Arc::new(new));
+        for user in gone {
             match self.sessions.revoke_user(&user).await {
                 Ok(n) => tracing::info!(
                     user,
@@ -339,45 +318,6 @@ impl App {
 impl Drop for App {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// The keys that differ between `old` and `new` and are not reloaded.
-fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
-    let render = |c: &Config| -> Vec<(String, String)> {
-        let value = toml::Value::try_from(c).unwrap_or(toml::Value::Table(Default::default()));
-        let mut flat = Vec::new();
-        flatten("", &value, &mut flat);
-        flat
-    };
-    let (a, b) = (render(old), render(new));
-    let mut keys: Vec<String> = Vec::new();
-    for (key, _) in a
-        .iter()
-        .filter(|kv| !b.contains(kv))
-        .chain(b.iter().filter(|kv| !a.contains(kv)))
-    {
-        let reloaded = key.starts_with("tls.") || key == "auth.users_file";
-        if !reloaded && !keys.contains(key) {
-            keys.push(key.clone());
-        }
-    }
-    keys
-}
-
-fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
-    match value {
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, v, out);
-            }
-        }
-        other => out.push((prefix.to_owned(), other.to_string())),
     }
 }
 

@@ -295,7 +295,7 @@ fn run(config: Config, source: Source) -> ExitCode {
         };
         let addr = listener.local_addr().unwrap_or(listen);
         tracing::info!(%upstream, "cloakroom listening on http://{addr}");
-        let admin = match app.config.admin.listen {
+        let admin = match app.settings().config.admin.listen {
             Some(at) => match tokio::net::TcpListener::bind(at).await {
                 Ok(l) => {
                     tracing::info!("admin listener on http://{}", l.local_addr().unwrap_or(at));

@@ -23,12 +23,13 @@ use crate::error::ProxyError;
 use crate::hop;
 use crate::identity::{self, UpstreamCommand};
 use crate::login;
+use crate::pages;
 use crate::probe;
 use crate::rewrite::{self, link, link::Origin, link::Ticket};
 use crate::session::jar::Jar;
 use crate::session::{Client, Current, SessionState};
 use crate::upstream::Peer;
-use crate::App;
+use crate::{App, Settings};
 
 /// What a response body carries until it is finished: its log record.
 pub type LoggedBody = Watched<ProxyBody, AccessLog>;
@@ -69,9 +70,11 @@ async fn pipeline(
     //    rules judge and what the upstream receives.
     check_forwardable(&req)?;
     settle_path(&mut req)?;
+    // The settings in force when the request started serve it to its end.
+    let settings = app.settings();
     // Behind a trusted balancer, the client is who the balancer says; the
     //    address, scheme and host used from here on are the client's.
-    let peer = app.trusted.client(peer, req.headers_mut());
+    let peer = settings.trusted.client(peer, req.headers_mut());
 
     // 2. Find the session: a live ID this proxy signed, from the cookie or,
     //    for a client that refuses cookies, the URL; else a new one. A store
@@ -92,9 +95,14 @@ async fn pipeline(
         Err(error) => return Err(error.into()),
     };
     state.set_client(peer.addr.ip());
-    let page = Page::of(&req, peer, app.config.session.secure, app.sessions.name());
+    let page = Page::of(
+        &req,
+        peer,
+        settings.config.session.secure,
+        app.sessions.name(),
+    );
 
-    let (resp, upstream_time) = respond(app, peer, &mut state, req).await?;
+    let (resp, upstream_time) = respond(app, &settings, peer, &mut state, req).await?;
 
     // 8. Commit: whatever the steps changed is written once, before the
     //    answer (and a new cookie) leaves.
@@ -105,13 +113,14 @@ async fn pipeline(
 /// Steps 3 to 7: probe, reserved paths, access rules, forwarding.
 async fn respond(
     app: &App,
+    settings: &Settings,
     peer: Peer,
     state: &mut SessionState,
     mut req: Request<Incoming>,
 ) -> Result<(Response<ProxyBody>, Option<Duration>), ProxyError> {
     let path = req.uri().path();
     let reserved = login::is_reserved(path);
-    let protected = !reserved && state.user().is_none() && app.auth.rules.requires_login(path);
+    let protected = !reserved && state.user().is_none() && settings.rules.requires_login(path);
 
     // 3. Cookie probe: a navigation without a usable ID learns whether the
     //    client takes cookies before any ID goes into a URL; URL mode starts
@@ -135,7 +144,7 @@ async fn respond(
 
     // 4. Reserved paths: the proxy's own pages never reach the upstream.
     if reserved {
-        return Ok((login::answer(app, peer, state, req).await?, None));
+        return Ok((pages::answer(app, settings, peer, state, req).await?, None));
     }
 
     // 5. Access rules: a protected path needs a logged-in session.
@@ -153,7 +162,7 @@ async fn respond(
     clean_target(&mut req, app.sessions.name())?;
     app.sessions.strip_cookie(req.headers_mut());
     scrub_id(req.headers_mut(), app.sessions.name(), state);
-    app.identity.apply(req.headers_mut(), state.user());
+    settings.identity.apply(req.headers_mut(), state.user());
     // In URL mode the client keeps no cookies: the application's own come
     // from the session's jar.
     let url_mode_path = state.in_url.then(|| req.uri().path().to_owned());
@@ -161,7 +170,7 @@ async fn respond(
         send_kept_cookies(app, state, path, req.headers_mut());
     }
     let sent = Instant::now();
-    let mut resp = app.upstream.forward(req, peer, upgrade).await?;
+    let mut resp = settings.upstream.forward(req, peer, upgrade).await?;
     let upstream_time = sent.elapsed();
 
     // 7. In URL mode, the application's Set-Cookies go into the jar. The
@@ -173,7 +182,7 @@ async fn respond(
         }
     }
     match identity::take_upstream_command(resp.headers_mut()) {
-        Some(command) if app.config.identity.upstream_control => {
+        Some(command) if settings.config.identity.upstream_control => {
             upstream_drives(app, state, command);
         }
         Some(_) => {
@@ -413,15 +422,50 @@ fn settle_path<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
     set_target(req, target)
 }
 
-/// A reverse proxy forwards requests for paths; it opens no tunnels.
+/// A reverse proxy forwards requests for paths; it opens no tunnels. And
+/// the `Host` it forwards (or compares links to) is one host: RFC 9112
+/// §3.2 asks for a 400 when there are several or one is not a valid
+/// `host[:port]` (no path, no user info, no spaces).
 fn check_forwardable(req: &Request<Incoming>) -> Result<(), ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::ConnectNotAllowed);
     }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    if let Some(host) = hosts.next() {
+        if hosts.next().is_some() || !valid_host(host.as_bytes()) {
+            return Err(ProxyError::BadRequest("bad Host header\n"));
+        }
+    }
     Ok(())
+}
+
+/// `host[:port]` as RFC 3986 allows it in an authority, without user info.
+fn valid_host(value: &[u8]) -> bool {
+    !value.is_empty()
+        && !value.contains(&b'@')
+        && http::uri::Authority::try_from(value).is_ok_and(|a| a.as_str().len() == value.len())
 }
 
 /// The short plain-text response for an error.
 pub fn error_response(error: &ProxyError) -> Response<ProxyBody> {
     answer::text(error.status(), error.body())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_host_header_is_one_host_and_port() {
+        for good in [
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1:1",
+            "[::1]:80",
+            "xn--bcher-kva.example",
+        ] {
+            assert!(super::valid_host(good.as_bytes()), "{good}");
+        }
+        for bad in ["", "evil.com/path", "a@b", "a b", "x?y", "x#y", "a:b:c"] {
+            assert!(!super::valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
 }

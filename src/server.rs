@@ -28,7 +28,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use crate::body::{Watch, Watched};
 use crate::config::ServerConfig;
 use crate::proxy;
-use crate::upstream::Peer;
+use crate::upstream::{Peer, TunnelSlot};
 use crate::App;
 
 /// Upper bound on `server.max_connections`, so that draining can wait for
@@ -43,10 +43,12 @@ pub async fn run(
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let cfg = app.config.server.clone();
+    let cfg = app.settings().config.server.clone();
     let max = cfg.max_connections.min(MAX_CONNECTIONS_LIMIT);
     let slots = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(());
+    // Dropped when the drain is over: what is still open (tunnels) closes.
+    let (close_tx, close_rx) = watch::channel(());
     let http = Arc::new(http_builder(&cfg));
     let mut backoff = Duration::from_millis(10);
 
@@ -84,9 +86,10 @@ pub async fn run(
                 via: None,
             },
             stop: stop_rx.clone(),
-            _slot: slot,
+            close: close_rx.clone(),
+            slot: Arc::new(slot),
         };
-        match app.tls() {
+        match app.settings().tls.clone() {
             None => {
                 tokio::spawn(conn.serve(stream));
             }
@@ -111,6 +114,7 @@ pub async fn run(
             "drain limit reached; closing the remaining connections"
         ),
     }
+    drop(close_tx);
     Ok(())
 }
 
@@ -136,8 +140,11 @@ struct Connection {
     http: Arc<auto::Builder<TokioExecutor>>,
     peer: Peer,
     stop: watch::Receiver<()>,
-    /// Held until the connection is closed; counts against the cap.
-    _slot: OwnedSemaphorePermit,
+    /// Closes when the drain is over (tunnels end then).
+    close: watch::Receiver<()>,
+    /// Held until the connection and any tunnel it became are closed;
+    /// counts against the cap.
+    slot: Arc<OwnedSemaphorePermit>,
 }
 
 impl Connection {
@@ -145,7 +152,7 @@ impl Connection {
     /// connection's task and slot.
     async fn serve_tls(mut self, acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
-        let limit = self.app.config.server.header_timeout;
+        let limit = self.app.settings().config.server.header_timeout;
         match tokio::time::timeout(limit, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
                 self.peer.tls = true;
@@ -171,8 +178,17 @@ impl Connection {
         let activity = Activity::default();
         let service = {
             let (app, peer, activity) = (self.app.clone(), self.peer, activity.clone());
-            service_fn(move |req| {
+            let tunnel = TunnelSlot {
+                slot: self.slot.clone(),
+                close: self.close.clone(),
+            };
+            service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let busy = activity.begin();
+                // A tunnel outlives its connection's HTTP: it keeps the
+                // connection's place under the cap until it closes.
+                if req.headers().contains_key(hyper::header::UPGRADE) {
+                    req.extensions_mut().insert(tunnel.clone());
+                }
                 let app = app.clone();
                 async move {
                     let resp = proxy::handle(app, peer, req).await;
@@ -185,7 +201,7 @@ impl Connection {
             .serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
 
-        let cfg = &self.app.config.server;
+        let cfg = self.app.settings().config.server.clone();
         let first_wait = cfg.header_timeout.min(cfg.idle_timeout);
         let mut closing = false;
         loop {

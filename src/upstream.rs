@@ -127,6 +127,7 @@ impl Upstream {
         upgrade: Option<HeaderValue>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let slot = req.extensions_mut().remove::<TunnelSlot>();
         let outgoing = self.prepare(req, peer, upgrade)?;
 
         let sent = self.client.request(outgoing);
@@ -149,7 +150,7 @@ impl Upstream {
                 ));
             };
             let upstream_side = hyper::upgrade::on(&mut resp);
-            tokio::spawn(tunnel(client_side, upstream_side));
+            tokio::spawn(tunnel(client_side, upstream_side, slot));
             hop::set_upgrade(resp.headers_mut(), protocol);
         }
         Ok(resp.map(body::boxed))
@@ -244,8 +245,25 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// Copies bytes both ways between the client and the upstream after a 101.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// What a tunnel holds of the connection it came from (put on upgrade
+/// requests by [`crate::server`]): its place under `server.max_connections`,
+/// and the signal that the server has stopped draining and closes what is
+/// left.
+#[derive(Clone)]
+pub struct TunnelSlot {
+    /// Shared with the connection; the place is free once both are gone.
+    pub slot: std::sync::Arc<tokio::sync::OwnedSemaphorePermit>,
+    /// Changes (or closes) when remaining connections are to be closed.
+    pub close: tokio::sync::watch::Receiver<()>,
+}
+
+/// Copies bytes both ways between the client and the upstream after a 101,
+/// until either side closes or the server closes what is left at shutdown.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    slot: Option<TunnelSlot>,
+) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {
@@ -255,9 +273,21 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
-        Err(e) => tracing::debug!(error = %e, "upgraded connection ended"),
+    let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let closed = async move {
+        match slot {
+            Some(mut slot) => {
+                let _ = slot.close.changed().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = copied => match result {
+            Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
+            Err(e) => tracing::debug!(error = %e, "upgraded connection ended"),
+        },
+        () = closed => tracing::debug!("upgraded connection closed at shutdown"),
     }
 }
 

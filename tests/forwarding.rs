@@ -280,3 +280,29 @@ async fn forwarding_headers_are_believed_only_from_trusted_balancers() {
     let (_, headers, _) = send(&http1(), req).await;
     assert!(!headers["set-cookie"].to_str().unwrap().contains("Secure"));
 }
+
+#[tokio::test]
+async fn a_host_header_that_is_not_one_host_is_refused_before_the_upstream() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+    for head in [
+        "Host: evil.com/path",
+        "Host: user@evil.com",
+        "Host: a.example\r\nHost: b.example",
+        "Host: a.example, b.example",
+    ] {
+        let answer = raw(
+            proxy.addr,
+            format!("GET /page HTTP/1.1\r\n{head}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
+    }
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+    let answer = raw(
+        proxy.addr,
+        b"GET /page HTTP/1.1\r\nHost: app.example:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -2,6 +2,8 @@
 //! is logged out at once, a broken configuration keeps the running one,
 //! a key that needs a restart is named, and a download in flight completes.
 
+#![recursion_limit = "256"]
+
 mod support;
 
 use std::process::{Command, Stdio};
@@ -83,10 +85,12 @@ async fn sighup_reloads_users_keeps_a_good_config_and_drops_no_connection() {
     std::fs::write(&users, format!("alice = \"{alice}\"\n")).unwrap();
     std::fs::write(
         &path,
-        config("").replace(
-            "store = \"memory\"",
-            "store = \"memory\"\nidle_timeout = \"10m\"",
-        ),
+        config("")
+            .replace(
+                "store = \"memory\"",
+                "store = \"memory\"\nidle_timeout = \"10m\"",
+            )
+            .replace("[\"/private\"]", "[\"/private\", \"/secret\"]"),
     )
     .unwrap();
     hup(child.0.id());
@@ -99,6 +103,16 @@ async fn sighup_reloads_users_keeps_a_good_config_and_drops_no_connection() {
         "a removed user stayed logged in"
     );
     assert_eq!(as_alice.get("/private").await.status, StatusCode::OK);
+    // The access rules were reloaded too.
+    let secret = Browser::at(&base).get("/secret").await;
+    assert!(
+        secret.headers["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/.cloakroom/login"),
+        "a path protected by the reload was served without a login: {:?}",
+        secret.headers
+    );
     let again = as_bob.log_in("bob", "builder", &[]).await;
     assert_eq!(again.status, StatusCode::OK, "a removed user logged in");
 
@@ -130,4 +144,83 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The same reload in this process: every reloadable key serves the next
+/// request, and a key that needs a restart keeps its running value.
+#[tokio::test]
+async fn reloaded_settings_serve_the_next_request_and_restart_keys_wait() {
+    let first = Upstream::start().await;
+    let second = Upstream::start().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let key = scratch.path().join("cloakroom.key");
+    let config = |upstream: &Upstream, extra: &str| {
+        format!(
+            "[upstream]\nurl = \"http://{}\"\n[session]\nstore = \"memory\"\nsecret_file = {:?}\n\
+             [identity]\nupstream_control = true\n{extra}",
+            upstream.addr,
+            key.to_str().unwrap()
+        )
+    };
+    let proxy = Proxy::start_config(&config(&first, ""), scratch).await;
+    let base = proxy.url("");
+
+    // The upstream logs the browser in; the identity header names the user.
+    let mut browser = Browser::at(&base);
+    browser.visit("/").await;
+    let page = browser.get("/respond-with?h=X-Cloakroom-Login:carol").await;
+    assert_eq!(page.status, StatusCode::OK, "{:?}", page.headers);
+    browser.get("/page").await;
+    let before = first.seen().last().unwrap().clone();
+    assert_eq!(before.header("x-forwarded-user").as_deref(), Some("carol"));
+    assert!(browser.session().is_some(), "no CLOAKROOMSID cookie");
+
+    let reload = config(
+        &second,
+        "header = \"X-Remote-Person\"\n[auth]\nprotect = [\"/members\"]\n\
+         [server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[session]\nname = \"other\"\n",
+    )
+    // [session] twice is not TOML: fold the second into the first.
+    .replacen("\n[session]\nname = \"other\"\n", "\n", 1)
+    .replacen("[session]\n", "[session]\nname = \"other\"\n", 1);
+    proxy
+        .app
+        .reload(cloakroom::Config::parse(&reload))
+        .await
+        .expect("the new configuration loads");
+
+    // The new upstream, the new identity header, the same session.
+    browser.get("/page").await;
+    let after = second.seen().last().unwrap().clone();
+    assert_eq!(after.header("x-remote-person").as_deref(), Some("carol"));
+    assert_eq!(after.header("x-forwarded-user"), None);
+    // The new rules.
+    let members = Browser::at(&base).get("/members").await;
+    assert!(
+        members.headers["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/.cloakroom/login"),
+        "{:?}",
+        members.headers
+    );
+    // A trusted balancer's X-Forwarded-For is now believed.
+    let resp = http1()
+        .request(
+            Request::get(proxy.url("/from"))
+                .header("x-forwarded-for", "203.0.113.9")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = second.seen().last().unwrap().clone();
+    assert_eq!(
+        seen.header("x-forwarded-for").as_deref(),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    // session.name needs a restart: the cookie keeps its running name
+    // (the browser above was still recognised by its CLOAKROOMSID).
+    assert_eq!(proxy.app.settings().config.session.name, "CLOAKROOMSID");
 }

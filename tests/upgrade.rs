@@ -3,6 +3,7 @@
 mod support;
 
 use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
 use support::*;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -49,4 +50,74 @@ async fn an_upgrade_the_upstream_refuses_is_an_ordinary_response() {
     let seen = upstream.only();
     assert_eq!(seen.header("upgrade").unwrap(), "websocket");
     assert_eq!(seen.header("connection").unwrap(), "upgrade");
+}
+
+async fn open_websocket(
+    proxy: &Proxy,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (ws, resp) = within(tokio_tungstenite::client_async(
+        format!("ws://{}/ws", proxy.addr),
+        tcp,
+    ))
+    .await
+    .expect("handshake through the proxy");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+#[tokio::test]
+async fn open_tunnels_count_against_the_connection_cap() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "[server]\nmax_connections = 2").await;
+
+    let first = open_websocket(&proxy).await;
+    let mut second = open_websocket(&proxy).await;
+    second.send(Message::text("still here")).await.unwrap();
+    assert_eq!(
+        within(second.next()).await.unwrap().unwrap(),
+        Message::text("still here")
+    );
+
+    // Both places are held by tunnels: a third client waits in the backlog.
+    let url = proxy.url("/plain");
+    let mut waiting = tokio::spawn(async move { get(&url).await });
+    let served_early = tokio::time::timeout(Duration::from_millis(700), &mut waiting).await;
+    assert!(
+        served_early.is_err(),
+        "a request was served while two tunnels held both places"
+    );
+
+    // A tunnel closing frees its place.
+    drop(first);
+    let (status, _, _) = within(waiting).await.unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn shutdown_closes_open_tunnels_after_the_drain_limit() {
+    let upstream = Upstream::start().await;
+    let mut proxy = Proxy::start(&upstream, "", "[server]\nshutdown_timeout = \"500ms\"").await;
+
+    let mut ws = open_websocket(&proxy).await;
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(
+        within(ws.next()).await.unwrap().unwrap(),
+        Message::text("before")
+    );
+
+    // The drain waits for the tunnel (it holds a place), then closes it.
+    within(proxy.shutdown()).await.unwrap().unwrap();
+    let after = within(ws.next()).await;
+    assert!(
+        !matches!(after, Some(Ok(Message::Text(_)))),
+        "the tunnel still carried data after shutdown: {after:?}"
+    );
+    // Writing to the closed tunnel fails or the read sees its end.
+    let _ = ws.send(Message::text("after")).await;
+    let end = within(ws.next()).await;
+    assert!(
+        matches!(end, None | Some(Err(_))),
+        "the tunnel is still open after shutdown: {end:?}"
+    );
 }

@@ -18,22 +18,18 @@ use tokio::sync::Semaphore;
 
 use self::limiter::Limiter;
 use self::password::Users;
-use self::rules::Rules;
 use self::throttle::Throttle;
-use crate::config::{AuthConfig, ConfigError};
+use crate::config::AuthConfig;
 
 /// Password checks running at once. Each argon2id check holds ~19 MiB and a
 /// core for tens of milliseconds: a burst of logins queues instead of
 /// exhausting memory or starving request handling.
 const CONCURRENT_PASSWORD_CHECKS: usize = 4;
 
-/// Users, rules and throttling.
+/// The state of logging in that outlives a reload: failed-login counters
+/// and the password checker. (The users and the rules are settings:
+/// [`crate::settings::Settings`].)
 pub struct Auth {
-    /// Replaced whole on reload (readers take an `Arc`; a std lock, never
-    /// held across an await).
-    users: std::sync::RwLock<Option<Arc<Users>>>,
-    /// The access rules.
-    pub rules: Rules,
     /// Failed-login counters.
     pub throttle: Limiter,
     checks: Semaphore,
@@ -42,24 +38,9 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// Loads the users file (if any) and compiles the rules; failures are
-    /// counted in `shared` Redis when given, else in this process.
-    pub fn open(
-        cfg: &AuthConfig,
-        shared: Option<crate::redis::Redis>,
-    ) -> Result<Auth, ConfigError> {
-        let users = match &cfg.users_file {
-            Some(path) => Some(Arc::new(Users::load(path).map_err(|message| {
-                ConfigError::Key {
-                    key: "auth.users_file".into(),
-                    message,
-                }
-            })?)),
-            None => None,
-        };
-        Ok(Auth {
-            users: std::sync::RwLock::new(users),
-            rules: Rules::new(&cfg.protect, &cfg.public),
+    /// Counts failures in `shared` Redis when given, else in this process.
+    pub fn open(cfg: &AuthConfig, shared: Option<crate::redis::Redis>) -> Auth {
+        Auth {
             throttle: match shared {
                 Some(redis) => Limiter::shared(
                     redis,
@@ -75,39 +56,18 @@ impl Auth {
             },
             checks: Semaphore::new(CONCURRENT_PASSWORD_CHECKS),
             memory: Arc::default(),
-        })
-    }
-
-    /// Whether the login form can log anyone in.
-    pub fn has_users(&self) -> bool {
-        self.users().is_some()
-    }
-
-    /// The users now in force.
-    pub fn users(&self) -> Option<Arc<Users>> {
-        self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Puts `users` in force (a reload); returns the names that are gone.
-    pub fn replace_users(&self, users: Option<Arc<Users>>) -> Vec<String> {
-        let mut slot = self.users.write().unwrap_or_else(|p| p.into_inner());
-        let gone = match (&*slot, &users) {
-            (Some(old), Some(new)) => old
-                .names()
-                .filter(|n| !new.contains(n))
-                .map(str::to_owned)
-                .collect(),
-            (Some(old), None) => old.names().map(str::to_owned).collect(),
-            (None, _) => Vec::new(),
-        };
-        *slot = users;
-        gone
+        }
     }
 
     /// Checks a password off the request threads. Unknown users cost the
     /// same as known ones.
-    pub async fn check_password(&self, user: &str, password: &str) -> bool {
-        let Some(users) = self.users() else {
+    pub async fn check_password(
+        &self,
+        users: Option<&Arc<Users>>,
+        user: &str,
+        password: &str,
+    ) -> bool {
+        let Some(users) = users.cloned() else {
             return false;
         };
         let Ok(_turn) = self.checks.acquire().await else {

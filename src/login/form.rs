@@ -12,7 +12,7 @@ use crate::answer;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::session::{Client, SessionState};
-use crate::App;
+use crate::{App, Settings};
 
 /// Largest form body accepted.
 const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -30,6 +30,7 @@ pub(super) enum Posted {
 /// session's CSRF token, or, for a form that accepts `anonymous` clients
 /// (login), with the client token the form was given to this client.
 pub(super) async fn posted_form(
+    settings: &Settings,
     app: &App,
     anonymous: Option<Client<'_>>,
     current: &mut SessionState,
@@ -39,7 +40,7 @@ pub(super) async fn posted_form(
         return Ok(Posted::Refused(csrf_failed()));
     }
     // A body that trickles in cannot hold a connection for ever.
-    let deadline = app.config.server.header_timeout;
+    let deadline = settings.config.server.header_timeout;
     let form = match tokio::time::timeout(deadline, read_form(req)).await {
         Ok(Ok(form)) => form,
         Ok(Err(resp)) => return Ok(Posted::Refused(resp)),

@@ -1,5 +1,5 @@
-//! The proxy's own endpoints under `/.cloakroom/`, answered locally and never
-//! forwarded, and the answer to a request that needs a login.
+//! The login and logout pages (routed to by [`crate::pages`]), and the
+//! answer to a request that needs a login.
 //!
 //! - `GET /.cloakroom/login`: the form, with a CSRF token bound to the session.
 //! - `POST /.cloakroom/login`: CSRF check (403), throttling (429), password
@@ -7,8 +7,6 @@
 //! - `GET /.cloakroom/logout`: a one-button confirmation.
 //! - `POST /.cloakroom/logout`: CSRF check, the session destroyed, the cookie
 //!   expired, 303 to `/`.
-//! - `/.cloakroom/f/TICKET/PATH`: where URL mode points forms; a 307 to
-//!   `/PATH` with the ticket in the query.
 //!
 //! [`form`] reads and checks posted forms; [`return_to`] judges where a
 //! login may send the browser; [`page`] renders the pages.
@@ -33,58 +31,44 @@ use crate::probe;
 use crate::rewrite::link;
 use crate::session::{Client, Current, SessionState};
 use crate::upstream::Peer;
-use crate::App;
+use crate::{App, Settings};
 
-pub use crate::reserved::{is_reserved, FORM_PREFIX, LOGIN_PATH, LOGOUT_PATH, PREFIX};
+pub use crate::reserved::{is_reserved, LOGIN_PATH, LOGOUT_PATH, PREFIX};
 
 /// Label under which CSRF tokens are derived from the session ID.
 const CSRF: &[u8] = b"csrf";
 /// Purpose of the login form token given to a visitor with no session.
 const ANONYMOUS_LOGIN: &[u8] = b"login";
 
-/// Answers a request under `/.cloakroom/`.
-pub async fn answer(
+/// `GET /.cloakroom/login`: the form.
+pub(crate) fn form_page(
     app: &App,
+    settings: &Settings,
     peer: Peer,
-    current: &mut SessionState,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let path = req.uri().path();
-    let method = req.method().clone();
-    match (path, &method) {
-        (LOGIN_PATH, &Method::GET | &Method::HEAD) => {
-            let return_to = query_param(req.uri().query(), "return_to")
-                .map(|r| safe_return_to(&r))
-                .unwrap_or_else(|| "/".to_owned());
-            let client = Client::of(peer.addr.ip(), req.headers());
-            Ok(login_form(
-                app,
-                client,
-                current,
-                &return_to,
-                None,
-                "",
-                StatusCode::OK,
-            ))
-        }
-        (LOGIN_PATH, &Method::POST) => login(app, peer, current, req).await,
-        (LOGOUT_PATH, &Method::GET | &Method::HEAD) => {
-            let csrf = app.sessions.token(CSRF, &current.id);
-            let html = page::logout(&csrf, current.user(), &[]);
-            Ok(answer::html(StatusCode::OK, html))
-        }
-        (LOGOUT_PATH, &Method::POST) => logout(app, current, req).await,
-        (LOGIN_PATH | LOGOUT_PATH, _) => {
-            let mut resp = answer::text(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
-            Ok(resp)
-        }
-        (p, &Method::GET | &Method::HEAD | &Method::POST) if p.starts_with(FORM_PREFIX) => {
-            Ok(form_target(app, &req))
-        }
-        _ => Ok(answer::text(StatusCode::NOT_FOUND, "404 Not Found\n")),
-    }
+    current: &SessionState,
+    req: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    let return_to = query_param(req.uri().query(), "return_to")
+        .map(|r| safe_return_to(&r))
+        .unwrap_or_else(|| "/".to_owned());
+    let client = Client::of(peer.addr.ip(), req.headers());
+    login_form(
+        app,
+        settings,
+        client,
+        current,
+        &return_to,
+        None,
+        "",
+        StatusCode::OK,
+    )
+}
+
+/// `GET /.cloakroom/logout`: the confirmation.
+pub(crate) fn logout_page(app: &App, current: &SessionState) -> Response<ProxyBody> {
+    let csrf = app.sessions.token(CSRF, &current.id);
+    let html = page::logout(&csrf, current.user(), &[]);
+    answer::html(StatusCode::OK, html)
 }
 
 /// Whether `req` is for the login page, which is shown even when the
@@ -92,28 +76,6 @@ pub async fn answer(
 /// waits for the store).
 pub fn shown_without_store<B>(req: &Request<B>) -> bool {
     req.uri().path() == LOGIN_PATH && matches!(*req.method(), Method::GET | Method::HEAD)
-}
-
-/// `/.cloakroom/f/TICKET/PATH?QUERY`, where URL mode points forms (see
-/// [`crate::rewrite::html`]): a form carries the ID in its action's *path*,
-/// where neither the GET fields that replace the query nor a foreign
-/// submitter's `formaction` can carry it away. The answer is a 307 (method
-/// and body kept) to `/PATH?QUERY` with the ticket as usual.
-fn form_target<B>(app: &App, req: &Request<B>) -> Response<ProxyBody> {
-    let rest = &req.uri().path()[FORM_PREFIX.len()..];
-    let (ticket, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let target = match req.uri().query() {
-        Some(query) => format!("/{path}?{query}"),
-        None => format!("/{path}"),
-    };
-    let ticket = link::Ticket {
-        name: app.sessions.name().to_owned(),
-        id: ticket.to_owned(),
-    };
-    answer::redirect(
-        StatusCode::TEMPORARY_REDIRECT,
-        &link::with_ticket(&target, &ticket),
-    )
 }
 
 /// The answer to a request that needs a login and has none: a browser
@@ -152,8 +114,10 @@ pub fn wants_html<B>(req: &Request<B>) -> bool {
     })
 }
 
-async fn login(
+/// `POST /.cloakroom/login`.
+pub(crate) async fn login(
     app: &App,
+    settings: &Settings,
     peer: Peer,
     state: &mut SessionState,
     req: Request<Incoming>,
@@ -164,7 +128,7 @@ async fn login(
         ip: client_ip,
         user_agent: user_agent.as_ref().map_or(&b""[..], HeaderValue::as_bytes),
     };
-    let form = match posted_form(app, Some(client), state, req).await? {
+    let form = match posted_form(settings, app, Some(client), state, req).await? {
         Posted::Form(form) => form,
         Posted::Refused(resp) => return Ok(resp),
     };
@@ -181,7 +145,9 @@ async fn login(
         Ok(attempt) => attempt,
         Err(Refusal::Wait(wait)) => {
             app.metrics.login(LoginResult::Throttled);
-            return Ok(throttled(app, client, current, &return_to, username, wait));
+            return Ok(throttled(
+                app, settings, client, current, &return_to, username, wait,
+            ));
         }
         // Shared counters out of reach: no password is checked (fail closed).
         Err(Refusal::Unavailable(error)) => return Err(error.into()),
@@ -190,13 +156,17 @@ async fn login(
     let valid = !username.is_empty()
         && username.len() <= 256
         && password.len() <= 1024
-        && app.auth.check_password(username, password).await;
+        && app
+            .auth
+            .check_password(settings.users.as_ref(), username, password)
+            .await;
     if !valid {
         attempt.failed().await;
         app.metrics.login(LoginResult::Failure);
         tracing::info!(user = username, ip = %peer.addr.ip(), "login failed");
         return Ok(login_form(
             app,
+            settings,
             client,
             current,
             &return_to,
@@ -220,6 +190,7 @@ async fn login(
 /// too many attempts still being checked) for this address or username.
 fn throttled(
     app: &App,
+    settings: &Settings,
     client: Client<'_>,
     current: &Current,
     return_to: &str,
@@ -242,6 +213,7 @@ fn throttled(
     };
     let mut resp = login_form(
         app,
+        settings,
         client,
         current,
         return_to,
@@ -254,12 +226,14 @@ fn throttled(
     resp
 }
 
-async fn logout(
+/// `POST /.cloakroom/logout`.
+pub(crate) async fn logout(
     app: &App,
+    settings: &Settings,
     state: &mut SessionState,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    if let Posted::Refused(resp) = posted_form(app, None, state, req).await? {
+    if let Posted::Refused(resp) = posted_form(settings, app, None, state, req).await? {
         return Ok(resp);
     }
     if let Some(user) = state.user() {
@@ -277,8 +251,10 @@ async fn logout(
 /// carries the session's CSRF token; a visitor without one gets a token
 /// bound to the client instead. In URL mode the form's action carries the
 /// ticket, like every form (see [`crate::rewrite`]).
+#[allow(clippy::too_many_arguments)]
 fn login_form(
     app: &App,
+    settings: &Settings,
     client: Client<'_>,
     current: &Current,
     return_to: &str,
@@ -292,7 +268,7 @@ fn login_form(
         app.sessions.token(CSRF, &current.id)
     };
     let html = page::login(&page::LoginForm {
-        app_name: &app.config.auth.app_name,
+        app_name: &settings.config.auth.app_name,
         return_to,
         csrf: &csrf,
         error,

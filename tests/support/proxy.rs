@@ -59,7 +59,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let admin = match app.config.admin.listen {
+        let admin = match app.settings().config.admin.listen {
             Some(at) => {
                 let l = TcpListener::bind(at).await.unwrap();
                 let bound = l.local_addr().unwrap();
