@@ -1,6 +1,7 @@
 //! The session path's building blocks: minting and verifying IDs, finding
 //! ours in a realistic `Cookie` header, and store lookups (hit and miss) in
-//! the memory and file stores.
+//! the memory and file stores, and the identity assertion (a cached token
+//! against a freshly signed one).
 //!
 //! Run: `cargo bench --bench sessions`. Compare figures only within one run.
 
@@ -136,5 +137,38 @@ fn stores(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ids_and_cookies, stores);
+/// What the signed assertion costs a request: the common case reuses the
+/// session's token; one request in a few minutes per session signs anew.
+fn assertion(c: &mut Criterion) {
+    use cloakroom::assertion::Assertion;
+    use cloakroom::config::AssertionConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Assertion::open(&AssertionConfig {
+        header: "X-Cloakroom-Assertion".into(),
+        audience: "https://app.example".into(),
+        key_file: dir.path().join("assertion.key"),
+        lifetime: std::time::Duration::from_secs(300),
+    })
+    .unwrap();
+    let ids = ids(1);
+    let key = ids[0].key();
+    let now = NOW / 1000;
+    signer.token(key, "alice", now, || "sid".into()).unwrap();
+
+    let mut g = c.benchmark_group("assertion");
+    g.bench_function("cached", |b| {
+        b.iter(|| signer.token(key, "alice", now, || "sid".into()))
+    });
+    // Past the renewal point every call signs (and replaces the entry).
+    let mut at = now;
+    g.bench_function("signed", |b| {
+        b.iter(|| {
+            at += 300;
+            signer.token(key, "alice", at, || "sid".into())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ids_and_cookies, stores, assertion);
 criterion_main!(benches);

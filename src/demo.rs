@@ -1,6 +1,8 @@
 //! `cloakroom demo`: a small built-in "legacy app" on a loopback port and
-//! cloakroom in front of it, for a first look. The app has no login of its
-//! own; it only shows what cloakroom tells it in `X-Forwarded-User`.
+//! cloakroom in front of it, for a first look. The app has no login and no
+//! sessions of its own: it shows what cloakroom tells it in
+//! `X-Forwarded-User`, verifies the signed assertion against the proxy's
+//! JWKS, and counts visits in a session variable (`X-Cloakroom-Session`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,6 +22,9 @@ use crate::auth::password;
 use crate::login::page::escape;
 use crate::{server, App, Config};
 
+/// The assertion's audience in the demo.
+const DEMO_AUDIENCE: &str = "cloakroom-demo";
+
 /// The demo user's name and password.
 pub const DEMO_USER: (&str, &str) = ("demo", "demo");
 
@@ -35,7 +40,8 @@ pub async fn run(
     let app_addr = app_listener
         .local_addr()
         .map_err(|e| format!("cannot start the demo app: {e}"))?;
-    tokio::spawn(serve_legacy_app(app_listener));
+    let keys = DemoKeys::default();
+    tokio::spawn(serve_legacy_app(app_listener, keys.clone()));
 
     let state = StateDir::create()?;
     let config = Config::parse(&config_text(listen, app_addr, &state.0)?)
@@ -43,6 +49,13 @@ pub async fn run(
     let app = App::build(config)
         .await
         .map_err(|e| format!("demo configuration: {e}"))?;
+    // The JWKS the proxy serves at /.cloakroom/jwks.json, handed over in
+    // process (a real application would fetch it).
+    if let Some(assertion) = &app.settings().assertion {
+        if let Ok(set) = serde_json::from_slice(&assertion.jwks()) {
+            let _ = keys.0.set(set);
+        }
+    }
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("listen: cannot bind {listen}: {e} (try --listen 127.0.0.1:0)"))?;
@@ -67,9 +80,11 @@ fn config_text(listen: SocketAddr, app: SocketAddr, dir: &Path) -> Result<String
     Ok(format!(
         "listen = \"{listen}\"\n\
          [upstream]\nurl = \"http://{app}\"\n\
-         [session]\nstore = \"memory\"\nsecret_file = {key:?}\n\
-         [auth]\nusers_file = {users:?}\nprotect = [\"/account\", \"/guestbook\"]\napp_name = \"the demo app\"\n",
+         [session]\nstore = \"memory\"\nsecret_file = {key:?}\napp_values = true\n\
+         [auth]\nusers_file = {users:?}\nprotect = [\"/account\", \"/guestbook\"]\napp_name = \"the demo app\"\n\
+         [identity]\nassertion_header = \"X-Cloakroom-Assertion\"\nassertion_key_file = {signing:?}\nassertion_audience = \"{DEMO_AUDIENCE}\"\n",
         key = dir.join("cloakroom.key").to_string_lossy(),
+        signing = dir.join("assertion.key").to_string_lossy(),
         users = users.to_string_lossy(),
     ))
 }
@@ -115,16 +130,21 @@ impl Drop for StateDir {
 
 type Guestbook = Arc<Mutex<Vec<(String, String)>>>;
 
+/// The proxy's published assertion keys, once known (empty: the app shows
+/// the assertion unverified).
+#[derive(Clone, Default)]
+pub struct DemoKeys(Arc<std::sync::OnceLock<jsonwebtoken::jwk::JwkSet>>);
+
 /// Serves the demo app on `listener` forever.
-pub async fn serve_legacy_app(listener: TcpListener) {
+pub async fn serve_legacy_app(listener: TcpListener, keys: DemoKeys) {
     let book: Guestbook = Arc::default();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let book = book.clone();
+        let (book, keys) = (book.clone(), keys.clone());
         tokio::spawn(async move {
-            let svc = service_fn(move |req| legacy_page(book.clone(), req));
+            let svc = service_fn(move |req| legacy_page(book.clone(), keys.clone(), req));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
@@ -134,6 +154,7 @@ pub async fn serve_legacy_app(listener: TcpListener) {
 
 async fn legacy_page(
     book: Guestbook,
+    keys: DemoKeys,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let user = req
@@ -156,7 +177,8 @@ async fn legacy_page(
             "<p>This is a legacy app with no login of its own. cloakroom stands in front of it, \
              keeps the sessions, runs the login, and tells the app who you are in a header.</p>\n\
              <ul>\n<li><a href=\"/about\">About</a> (public)</li>\n\
-             <li><a href=\"/account\">Who am I?</a> (needs a login)</li>\n\
+             <li><a href=\"/account\">Who am I?</a> (needs a login; the signed assertion, verified)</li>\n\
+             <li><a href=\"/visits\">Visit counter</a> (public; counted in a session variable)</li>\n\
              <li><a href=\"/guestbook\">Guestbook</a> (needs a login; a POST form)</li>\n</ul>\n\
              <form method=\"get\" action=\"/search\"><label>Search <input name=\"q\"></label> \
              <button>Go</button></form>\n",
@@ -182,7 +204,31 @@ async fn legacy_page(
                 ),
             )
         }
+        (Method::GET, "/visits") => {
+            let visits = session_value(&req, "visits")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                + 1;
+            let mut resp = page(
+                "Visit counter",
+                &who,
+                &format!(
+                    "<p>You have opened this page <strong>{visits}</strong> time{} in this session.</p>\n\
+                     <p>The app keeps no state: it read <code>visits</code> from the \
+                     <code>X-Cloakroom-Session</code> request header and answered with \
+                     <code>X-Cloakroom-Session-Set: visits={visits}</code>. Sign in, and the count \
+                     carries over; sign out, and it is gone.</p>\n<p><a href=\"/visits\">Again</a> · \
+                     <a href=\"/\">Home</a></p>",
+                    if visits == 1 { "" } else { "s" }
+                ),
+            );
+            if let Ok(value) = HeaderValue::from_str(&format!("visits={visits}")) {
+                resp.headers_mut().insert("x-cloakroom-session-set", value);
+            }
+            resp
+        }
         (Method::GET, "/account") => {
+            let assertion = describe_assertion(&req, &keys);
             let mut rows = String::new();
             for (name, value) in req.headers() {
                 rows.push_str(&format!(
@@ -196,6 +242,7 @@ async fn legacy_page(
                 &who,
                 &format!(
                     "<p>The app received <code>X-Forwarded-User: {}</code>.</p>\n\
+                     <h2>The signed assertion</h2>\n<p>{assertion}</p>\n\
                      <h2>Every header the app received</h2>\n<table>{rows}</table>\n<p><a href=\"/\">Home</a></p>",
                     escape(user.as_deref().unwrap_or("(none)"))
                 ),
@@ -252,6 +299,46 @@ async fn legacy_page(
         }
     };
     Ok(resp)
+}
+
+/// One of the session's values, from `X-Cloakroom-Session`.
+fn session_value(req: &Request<Incoming>, name: &str) -> Option<String> {
+    let header = req.headers().get("x-cloakroom-session")?;
+    url::form_urlencoded::parse(header.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// What an application that verifies the assertion learns from it: the
+/// JWT checked against the proxy's JWKS (signature, expiry, audience).
+fn describe_assertion(req: &Request<Incoming>, keys: &DemoKeys) -> String {
+    use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+    let Some(token) = req
+        .headers()
+        .get("x-cloakroom-assertion")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return "No <code>X-Cloakroom-Assertion</code> arrived.".to_owned();
+    };
+    let Some(set) = keys.0.get() else {
+        return "An assertion arrived, but the app has no keys to check it with.".to_owned();
+    };
+    let verified = decode_header(token).ok().and_then(|h| {
+        let jwk = set.find(h.kid.as_deref()?)?;
+        let key = DecodingKey::from_jwk(jwk).ok()?;
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_audience(&[DEMO_AUDIENCE]);
+        decode::<serde_json::Value>(token, &key, &validation).ok()
+    });
+    match verified {
+        Some(data) => format!(
+            "Verified against <code>/.cloakroom/jwks.json</code> (ES256, key <code>{}</code>): \
+             <code>{}</code>",
+            escape(data.header.kid.as_deref().unwrap_or("?")),
+            escape(&data.claims.to_string())
+        ),
+        None => "An assertion arrived but did not verify.".to_owned(),
+    }
 }
 
 fn page(title: &str, who: &str, body: &str) -> Response<Full<Bytes>> {

@@ -39,19 +39,38 @@ pub const IDENTITY_CLAIMS: &[&str] = &[
     "x-cloakroom-assertion",
 ];
 
+/// The proxy's own headers to the application: a client never sends them
+/// (lowercase, `-` form).
+pub const OWN_HEADERS: &[&str] = &[
+    "x-cloakroom-session",
+    "x-cloakroom-session-set",
+    "x-cloakroom-session-unset",
+];
+
 /// The identity header and the spellings of it that must be stripped.
 pub struct Identity {
     header: HeaderName,
     /// Lowercase, `_` folded to `-`.
     folded: Vec<u8>,
+    /// Other configured headers only the proxy sets (the assertion's), folded.
+    also: Vec<Vec<u8>>,
 }
 
 impl Identity {
-    /// For the configured header name (checked when the config was loaded).
-    pub fn new(name: &str) -> Option<Identity> {
+    /// For the configured header name (checked when the config was loaded),
+    /// and `also` the other configured headers only the proxy may set.
+    pub fn new(name: &str, also: &[&str]) -> Option<Identity> {
         let header = HeaderName::from_bytes(name.as_bytes()).ok()?;
         let folded = fold(header.as_str().as_bytes());
-        Some(Identity { header, folded })
+        let also = also
+            .iter()
+            .map(|n| fold(n.to_ascii_lowercase().as_bytes()))
+            .collect();
+        Some(Identity {
+            header,
+            folded,
+            also,
+        })
     }
 
     /// Removes every client-sent spelling of the identity header, the
@@ -61,11 +80,13 @@ impl Identity {
         let doomed = |name: &HeaderName| {
             let name = trimmed(name.as_str().as_bytes());
             same_folded(name, &self.folded)
+                || self.also.iter().any(|a| same_folded(name, a))
                 || same_folded(name, LOGIN_HEADER.as_str().as_bytes())
                 || same_folded(name, LOGOUT_HEADER.as_str().as_bytes())
                 || crate::forwarded::CLIENT_CLAIMS
                     .iter()
                     .chain(IDENTITY_CLAIMS)
+                    .chain(OWN_HEADERS)
                     .any(|claim| same_folded(name, claim.as_bytes()))
         };
         // The common case, nothing to strip, allocates nothing.
@@ -143,7 +164,7 @@ mod tests {
 
     #[test]
     fn every_spelling_is_stripped_and_the_real_one_set() {
-        let id = Identity::new("X-Forwarded-User").unwrap();
+        let id = Identity::new("X-Forwarded-User", &[]).unwrap();
         let mut h = HeaderMap::new();
         for name in [
             "x-forwarded-user",

@@ -16,6 +16,8 @@
 //! - [`reserved`]: the names of those paths, and which requests are for them.
 //! - [`auth`]: users and passwords, access rules, login throttling.
 //! - [`identity`]: the identity header and upstream-driven login/logout.
+//! - [`assertion`]: the signed identity assertion (a JWT) and its JWKS.
+//! - [`app_values`]: the application's session variables, through headers.
 //! - [`upstream`]: the pooled client, request rewriting, upgrade tunnels.
 //! - [`hop`]: hop-by-hop header rules (RFC 9110 §7.6.1).
 //! - [`target`]: ambiguous paths refused; every reading of the rest judged.
@@ -75,6 +77,8 @@
 pub mod access_log;
 pub mod admin;
 pub mod answer;
+pub mod app_values;
+pub mod assertion;
 pub mod auth;
 pub mod body;
 pub mod cache;
@@ -173,6 +177,9 @@ pub enum BuildError {
     /// The Redis settings could not be used.
     #[error(transparent)]
     Redis(#[from] redis::OpenError),
+    /// The assertion's signing keys could not be read or created.
+    #[error(transparent)]
+    Assertion(#[from] assertion::KeyError),
 }
 
 impl App {
@@ -358,6 +365,9 @@ async fn purge_every(app: Weak<App>, interval: Duration) {
             Err(error) => tracing::warn!(%error, "purging expired sessions failed"),
         }
         let now = app.sessions.clock().now_ms();
+        if let Some(assertion) = &app.settings().assertion {
+            assertion.purge(now / 1000);
+        }
         app.auth.throttle.purge(now);
         app.probes.purge(now);
     }

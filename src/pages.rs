@@ -7,6 +7,7 @@
 //! | `/.cloakroom/login` | GET, HEAD, POST | [`crate::login`] |
 //! | `/.cloakroom/logout` | GET, HEAD, POST | [`crate::login`] |
 //! | `/.cloakroom/f/TICKET/PATH` | GET, HEAD, POST | [`form_target`] (URL mode's forms) |
+//! | `/.cloakroom/jwks.json` | GET, HEAD | [`jwks`] (with `identity.assertion_header`) |
 //!
 //! Any other path under the prefix is 404; a known path with another
 //! method is 405 with `Allow`.
@@ -19,7 +20,7 @@ use crate::answer;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::login;
-use crate::reserved::{FORM_PREFIX, LOGIN_PATH, LOGOUT_PATH};
+use crate::reserved::{FORM_PREFIX, JWKS_PATH, LOGIN_PATH, LOGOUT_PATH};
 use crate::rewrite::link;
 use crate::session::SessionState;
 use crate::upstream::Peer;
@@ -48,6 +49,12 @@ pub async fn answer(
     if path == LOGOUT_PATH && post {
         return login::logout(app, settings, state, req).await;
     }
+    if path == JWKS_PATH && read {
+        return Ok(jwks(settings));
+    }
+    if path == JWKS_PATH {
+        return Ok(not_allowed("GET, HEAD"));
+    }
     if path.starts_with(FORM_PREFIX) && (read || post) {
         return Ok(form_target(app, &req));
     }
@@ -55,6 +62,25 @@ pub async fn answer(
         return Ok(not_allowed("GET, HEAD, POST"));
     }
     Ok(answer::text(StatusCode::NOT_FOUND, "404 Not Found\n"))
+}
+
+/// The assertion's public keys, for applications that verify it; 404
+/// when the assertion is off. Verifiers may keep it five minutes.
+fn jwks(settings: &Settings) -> Response<ProxyBody> {
+    let Some(assertion) = &settings.assertion else {
+        return answer::text(StatusCode::NOT_FOUND, "404 Not Found\n");
+    };
+    let mut resp = Response::new(crate::body::full(assertion.jwks()));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
 }
 
 fn not_allowed(allow: &'static str) -> Response<ProxyBody> {

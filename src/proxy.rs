@@ -11,12 +11,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::access_log::AccessLog;
 use crate::answer;
+use crate::app_values;
 use crate::body::{ProxyBody, Watched};
 use crate::cache;
 use crate::error::ProxyError;
@@ -163,6 +164,7 @@ async fn respond(
     app.sessions.strip_cookie(req.headers_mut());
     scrub_id(req.headers_mut(), app.sessions.name(), state);
     settings.identity.apply(req.headers_mut(), state.user());
+    tell_upstream(app, settings, state, req.headers_mut());
     // In URL mode the client keeps no cookies: the application's own come
     // from the session's jar.
     let url_mode_path = state.in_url.then(|| req.uri().path().to_owned());
@@ -190,6 +192,8 @@ async fn respond(
         }
         None => {}
     }
+    // After a login above, so that values set with it land in the new session.
+    keep_app_values(app, settings, peer, state, resp.headers_mut()).await;
     Ok((resp, Some(upstream_time)))
 }
 
@@ -391,6 +395,73 @@ async fn keep_upstream_cookies(
     }
     headers.remove(header::SET_COOKIE);
     jar.store(session);
+}
+
+/// What the proxy itself tells the application, beside the identity header
+/// (whose client-sent copies, and these headers', are gone by now): the
+/// signed assertion of a logged-in session, and the session's values.
+fn tell_upstream(app: &App, settings: &Settings, state: &SessionState, headers: &mut HeaderMap) {
+    if let (Some(assertion), Some(user)) = (&settings.assertion, state.user()) {
+        let key = state.id.key();
+        let now = app.sessions.clock().now_ms() / 1000;
+        if let Some(token) = assertion.token(key, user, now, || app.sessions.key_hash(&key)) {
+            headers.insert(assertion.header().clone(), token);
+        }
+    }
+    if settings.config.session.app_values {
+        if let Some(value) = state
+            .session
+            .as_ref()
+            .and_then(|s| app_values::header_value(&s.app))
+        {
+            headers.insert(app_values::VALUES_HEADER.clone(), value);
+        }
+    }
+}
+
+/// Takes the application's `X-Cloakroom-Session-Set`/`-Unset` off the
+/// response (a client never sees them, nor a copy of what the proxy sent)
+/// and, with `session.app_values`, applies them to the session (written at
+/// commit). A change that breaks a rule is refused whole and logged; the
+/// response goes on either way.
+async fn keep_app_values(
+    app: &App,
+    settings: &Settings,
+    peer: Peer,
+    state: &mut SessionState,
+    headers: &mut HeaderMap,
+) {
+    headers.remove(&app_values::VALUES_HEADER);
+    if let Some(assertion) = &settings.assertion {
+        headers.remove(assertion.header());
+    }
+    let Some(change) = app_values::Change::take(headers) else {
+        return;
+    };
+    if !settings.config.session.app_values {
+        tracing::debug!("ignored X-Cloakroom-Session-Set/-Unset (session.app_values is off)");
+        return;
+    }
+    let mut values = state
+        .session
+        .as_ref()
+        .map(|s| s.app.clone())
+        .unwrap_or_default();
+    match change.and_then(|c| c.apply(&mut values)) {
+        Ok(false) => {}
+        Ok(true) => {
+            if state.session.is_none() && !app.sessions.may_create_anonymous(peer.addr.ip()).await {
+                tracing::info!(ip = %peer.addr.ip(), "session values not kept: this address made too many new sessions");
+                return;
+            }
+            let now = app.sessions.clock().now_ms();
+            state.record_mut(now).app = values;
+        }
+        Err(refused) => {
+            let session = app.sessions.key_hash(&state.id.key());
+            tracing::warn!(%refused, session, "session values from the application refused; the earlier values stay");
+        }
+    }
 }
 
 /// Carries out an upstream's `X-Cloakroom-Login`/`-Logout` (written at commit).

@@ -8,6 +8,8 @@ pub const PREFIX: &str = "/.cloakroom/";
 pub const LOGIN_PATH: &str = "/.cloakroom/login";
 /// The logout endpoint.
 pub const LOGOUT_PATH: &str = "/.cloakroom/logout";
+/// The public keys of the identity assertion (a JWKS).
+pub const JWKS_PATH: &str = "/.cloakroom/jwks.json";
 /// Where URL mode sends form submissions: `/.cloakroom/f/TICKET/PATH`.
 pub const FORM_PREFIX: &str = "/.cloakroom/f/";
 

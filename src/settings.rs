@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use crate::assertion::Assertion;
 use crate::auth::password::Users;
 use crate::auth::rules::Rules;
 use crate::config::{self, Config};
@@ -35,6 +36,8 @@ pub struct Settings {
     pub users: Option<Arc<Users>>,
     /// The identity header.
     pub identity: Identity,
+    /// The signed identity assertion (`identity.assertion_*`), if on.
+    pub assertion: Option<Assertion>,
     /// The balancers whose forwarding headers are believed.
     pub trusted: Trusted,
     /// The bearer token of the admin listener (`admin.token_file`).
@@ -64,7 +67,14 @@ impl Settings {
             })?)),
             None => None,
         };
-        let identity = Identity::new(&config.identity.header).ok_or_else(|| {
+        let assertion = config
+            .identity
+            .assertion
+            .as_ref()
+            .map(Assertion::open)
+            .transpose()?;
+        let also: Vec<&str> = assertion.iter().map(|a| a.header().as_str()).collect();
+        let identity = Identity::new(&config.identity.header, &also).ok_or_else(|| {
             config::ConfigError::key("identity.header", "not a valid header name")
         })?;
         let admin_token = match &config.admin.token_file {
@@ -86,6 +96,7 @@ impl Settings {
             upstream,
             users,
             identity,
+            assertion,
             admin_token,
             tls,
             config,

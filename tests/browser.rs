@@ -15,7 +15,10 @@ use tokio::net::TcpListener;
 async fn demo_site() -> (Proxy, tempfile::TempDir) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = listener.local_addr().unwrap();
-    tokio::spawn(cloakroom::demo::serve_legacy_app(listener));
+    tokio::spawn(cloakroom::demo::serve_legacy_app(
+        listener,
+        cloakroom::demo::DemoKeys::default(),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.toml");
     let hash = cloakroom::auth::password::hash("wonderland").unwrap();

@@ -242,6 +242,14 @@ async fn demo_shows_a_login_and_tells_the_app_who_signed_in() {
     let (home, _) = b.visit("/").await;
     assert_eq!(home.status, StatusCode::OK);
     assert!(home.body.contains("href=\"/account\""));
+    // The visit counter lives in a session variable, and survives the login.
+    b.get("/visits").await;
+    let twice = b.get("/visits").await;
+    assert!(
+        twice.body.contains("<strong>2</strong> times"),
+        "{}",
+        twice.body
+    );
     let protected = b.get("/account").await;
     assert_eq!(protected.status, StatusCode::FOUND);
     let form = b.get(protected.location().unwrap()).await;
@@ -264,6 +272,18 @@ async fn demo_shows_a_login_and_tells_the_app_who_signed_in() {
         account.body.contains("X-Forwarded-User: demo"),
         "{}",
         account.body
+    );
+    assert!(
+        account.body.contains("Verified against")
+            && account.body.contains("&quot;sub&quot;:&quot;demo&quot;"),
+        "{}",
+        account.body
+    );
+    let third = b.get("/visits").await;
+    assert!(
+        third.body.contains("<strong>3</strong> times"),
+        "{}",
+        third.body
     );
 
     Command::new("kill")

@@ -656,3 +656,27 @@ async fn a_password_and_a_database_in_the_url_are_used() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+#[tokio::test]
+async fn the_applications_session_values_are_shared_by_the_instances() {
+    let fleet = Fleet::on(shared_server(), "fleet-values:").await;
+    let fleet = Fleet {
+        redis: format!("{}\napp_values = true\ncookieless = false", fleet.redis),
+        ..fleet
+    };
+    let (a, b) = (fleet.instance("").await, fleet.instance("").await);
+    let mut on_a = Browser::new(&a);
+    on_a.get("/start").await;
+    let set = on_a
+        .get("/respond-with?h=X-Cloakroom-Session-Set:cart%3D3%26note%3Dhi%2520there")
+        .await;
+    assert_eq!(set.status, StatusCode::OK);
+    let mut on_b = same_client_at(&on_a, &b);
+    on_b.get("/elsewhere").await;
+    let seen = fleet.upstream.seen().pop().unwrap();
+    assert_eq!(
+        seen.header("x-cloakroom-session").as_deref(),
+        Some("cart=3&note=hi+there"),
+        "B did not see the values A stored"
+    );
+}

@@ -6,11 +6,13 @@ cd "$(dirname "$0")/.."
 
 # tests/browser.rs and tests/url_mode_leaks.rs drive Debian's headless
 # Chromium; the Redis store's tests start their own redis-server processes
-# (and form a Cluster with redis-cli).
+# (and form a Cluster with redis-cli); tests/assertion.rs rotates the
+# signing key with a key made by openssl, as README tells operators to.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -198,6 +198,8 @@ pub struct SessionConfig {
     /// Bind an ID carried in URLs to the client's address as well as its
     /// User-Agent (a URL-mode session then ends when the address changes).
     pub url_bind_address: bool,
+    /// Session variables for the application (`X-Cloakroom-Session`).
+    pub app_values: bool,
     /// Where the Redis store is (`session.store = "redis"` only); its keys
     /// are `session.redis_*`.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -269,6 +271,27 @@ pub struct IdentityConfig {
     pub header: String,
     /// Let the upstream log sessions in and out with response headers.
     pub upstream_control: bool,
+    /// The signed identity assertion; none: off.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub assertion: Option<AssertionConfig>,
+}
+
+/// `identity.assertion_*`: a short-lived signed JWT naming the user.
+#[derive(Debug, Clone, Serialize)]
+pub struct AssertionConfig {
+    /// The request header carrying it.
+    #[serde(rename = "assertion_header")]
+    pub header: String,
+    /// Its `aud` claim.
+    #[serde(rename = "assertion_audience")]
+    pub audience: String,
+    /// The signing keys (PEM, PKCS#8 P-256; the last one signs), created
+    /// with one key when missing.
+    #[serde(rename = "assertion_key_file")]
+    pub key_file: PathBuf,
+    /// How long a token is valid (`exp - iat`).
+    #[serde(rename = "assertion_lifetime", with = "duration_text")]
+    pub lifetime: Duration,
 }
 
 /// `session.store`.
@@ -539,12 +562,45 @@ mod tests {
     }
 
     #[test]
+    fn assertion_keys_are_checked_and_named() {
+        for (extra, key) in [
+            (
+                "[identity]\nassertion_audience = \"x\"\n",
+                "identity.assertion_audience",
+            ),
+            (
+                "[identity]\nassertion_header = \"bad header\"\n",
+                "identity.assertion_header",
+            ),
+            (
+                "[identity]\nassertion_header = \"X-A\"\nassertion_lifetime = \"5s\"\n",
+                "identity.assertion_lifetime",
+            ),
+            (
+                "[identity]\nassertion_header = \"X-A\"\nassertion_audience = \" \"\n",
+                "identity.assertion_audience",
+            ),
+        ] {
+            let e = Config::parse(&format!("{MINIMAL}{extra}")).unwrap_err();
+            assert!(e.to_string().starts_with(key), "{extra}: {e}");
+        }
+        let c = Config::parse(&format!(
+            "{MINIMAL}[identity]\nassertion_header = \"X-A\"\n"
+        ))
+        .unwrap();
+        let a = c.identity.assertion.unwrap();
+        assert_eq!(a.audience, c.upstream.url.origin().ascii_serialization());
+        assert_eq!(a.lifetime, Duration::from_secs(300));
+    }
+
+    #[test]
     fn effective_config_renders_and_reparses() {
         let redis = [
             "",
             "[session]\nstore = \"redis\"\nredis_url = \"redis://a:6379/1\"\nredis_ca_file = \"ca.pem\"\n",
             "[session]\nstore = \"redis\"\nredis_cluster = [\"redis://a:7000\", \"redis://b:7000\"]\n",
             "[session]\nstore = \"redis\"\nredis_sentinel = { master = \"m\", nodes = [\"redis://s:26379\"] }\n",
+            "[session]\napp_values = true\n[identity]\nassertion_header = \"X-Assert\"\nassertion_lifetime = \"90s\"\n",
         ];
         for extra in redis {
             let c = Config::parse(&format!("{MINIMAL}{extra}")).unwrap();

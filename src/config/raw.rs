@@ -63,6 +63,11 @@ pub(super) struct RawAuth {
 pub(super) struct RawIdentity {
     pub(super) header: Option<String>,
     pub(super) upstream_control: Option<bool>,
+    pub(super) assertion_header: Option<String>,
+    pub(super) assertion_audience: Option<String>,
+    pub(super) assertion_key_file: Option<PathBuf>,
+    #[serde(default, with = "duration_text::option")]
+    pub(super) assertion_lifetime: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +91,7 @@ pub(super) struct RawSession {
     pub(super) purge_interval: Option<Duration>,
     pub(super) cookieless: Option<bool>,
     pub(super) url_bind_address: Option<bool>,
+    pub(super) app_values: Option<bool>,
     pub(super) redis_url: Option<String>,
     pub(super) redis_cluster: Option<Vec<String>>,
     pub(super) redis_sentinel: Option<RawSentinel>,

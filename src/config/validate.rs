@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawAdmin, RawAuth, RawConfig, RawSession};
+use super::raw::{RawAdmin, RawAuth, RawConfig, RawIdentity, RawSession};
 use super::{
-    AdminConfig, AuthConfig, Config, ConfigError, IdentityConfig, LogConfig, LogFormat,
-    RedisConfig, RedisServers, SameSiteKind, ServerConfig, SessionConfig, StoreKind, TlsConfig,
-    UpstreamConfig, UPSTREAM_URL_ENV,
+    AdminConfig, AssertionConfig, AuthConfig, Config, ConfigError, IdentityConfig, LogConfig,
+    LogFormat, RedisConfig, RedisServers, SameSiteKind, ServerConfig, SessionConfig, StoreKind,
+    TlsConfig, UpstreamConfig, UPSTREAM_URL_ENV,
 };
 
 pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -104,8 +104,10 @@ pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         header: raw
             .identity
             .header
+            .clone()
             .unwrap_or_else(|| "X-Forwarded-User".to_owned()),
         upstream_control: raw.identity.upstream_control.unwrap_or(false),
+        assertion: assertion_config(&raw.identity, &upstream.url)?,
     };
     if http::HeaderName::from_bytes(identity.header.as_bytes()).is_err() {
         return Err(ConfigError::key(
@@ -253,6 +255,7 @@ fn session_config(mut raw: RawSession) -> Result<SessionConfig, ConfigError> {
         )?,
         cookieless: raw.cookieless.unwrap_or(true),
         url_bind_address: raw.url_bind_address.unwrap_or(true),
+        app_values: raw.app_values.unwrap_or(false),
         redis,
     })
 }
@@ -374,6 +377,67 @@ fn check_redis_url(key: &str, text: &str) -> Result<(), ConfigError> {
         )),
         Err(e) => Err(ConfigError::key(key, format!("not a URL ({e}): {text:?}"))),
     }
+}
+
+/// `identity.assertion_*`: on when `assertion_header` is set; the other
+/// keys without it are refused (they would do nothing).
+fn assertion_config(
+    raw: &RawIdentity,
+    upstream: &url::Url,
+) -> Result<Option<AssertionConfig>, ConfigError> {
+    let Some(header) = raw.assertion_header.clone() else {
+        for (key, set) in [
+            (
+                "identity.assertion_audience",
+                raw.assertion_audience.is_some(),
+            ),
+            (
+                "identity.assertion_key_file",
+                raw.assertion_key_file.is_some(),
+            ),
+            (
+                "identity.assertion_lifetime",
+                raw.assertion_lifetime.is_some(),
+            ),
+        ] {
+            if set {
+                return Err(ConfigError::key(
+                    key,
+                    "has no effect without identity.assertion_header",
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+        return Err(ConfigError::key(
+            "identity.assertion_header",
+            format!("not a valid header name: {header:?}"),
+        ));
+    }
+    let lifetime = raw.assertion_lifetime.unwrap_or(Duration::from_secs(300));
+    if !(Duration::from_secs(30)..=Duration::from_secs(3600)).contains(&lifetime) {
+        return Err(ConfigError::key(
+            "identity.assertion_lifetime",
+            "must be between 30s and 1h",
+        ));
+    }
+    let audience = match &raw.assertion_audience {
+        Some(a) if a.trim().is_empty() => {
+            return Err(ConfigError::key("identity.assertion_audience", "is empty"))
+        }
+        Some(a) => a.clone(),
+        None => upstream.origin().ascii_serialization(),
+    };
+    Ok(Some(AssertionConfig {
+        header,
+        audience,
+        key_file: raw
+            .assertion_key_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./cloakroom-assertion.key")),
+        lifetime,
+    }))
 }
 
 fn auth_config(raw: RawAuth, upstream_control: bool) -> Result<AuthConfig, ConfigError> {

@@ -22,6 +22,11 @@ pub struct Session {
     /// Small named values for other features (CSRF, upstream cookie jar, …).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, String>,
+    /// The application's own values (`session.app_values`, see
+    /// [`crate::app_values`]), apart from the proxy's: no header reaches
+    /// `values`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub app: BTreeMap<String, String>,
     /// The address of the client that began it (for operators).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
@@ -44,6 +49,7 @@ impl Session {
             user: None,
             remember: false,
             values: BTreeMap::new(),
+            app: BTreeMap::new(),
             client: None,
             url_mode: false,
             revoked: false,

@@ -329,7 +329,7 @@ impl Sessions {
 
     /// Logs the session in as `user`: a new ID (the old one is revoked at
     /// commit, so a planted ID is worth nothing), the old session's values
-    /// kept, the lifetime counted from now. The new ID's cookie goes out
+    /// kept (the application's only if no other user held them), the lifetime counted from now. The new ID's cookie goes out
     /// with the answer.
     pub fn login(&self, state: &mut SessionState, user: &str, remember: bool) {
         let now = self.clock.now_ms();
@@ -338,6 +338,11 @@ impl Sessions {
             .session
             .take()
             .unwrap_or_else(|| Session::new(now));
+        // The application's values follow the session through the ID
+        // change, but never from one user to another.
+        if session.user.as_deref().is_some_and(|u| u != user) {
+            session.app.clear();
+        }
         session.user = Some(user.to_owned());
         session.remember = remember;
         session.created = now;

@@ -347,6 +347,8 @@ pub(crate) mod conformance {
         let mut s = Session::new(T0);
         s.user = Some(user.into());
         s.values.insert("k".into(), "v".into());
+        // The application's values, with what encodings must not mangle.
+        s.app.insert("note".into(), "a&b=c d %20 été ✓".into());
         s
     }
 
