@@ -136,20 +136,14 @@ async fn ready(app: &App, settings: &Settings) -> Response<ProxyBody> {
             "not ready: the session store does not answer\n",
         );
     }
-    let url = &settings.config.upstream.url;
-    let host = url
-        .host_str()
-        .unwrap_or("localhost")
-        .trim_matches(['[', ']'])
-        .to_owned();
-    let port = url.port_or_known_default().unwrap_or(80);
     let wait = settings.config.upstream.connect_timeout.min(READY_WITHIN);
-    match tokio::time::timeout(wait, tokio::net::TcpStream::connect((host.as_str(), port))).await {
-        Ok(Ok(_)) => answer::text(StatusCode::OK, "ready\n"),
-        _ => answer::text(
+    if settings.upstream.reachable(wait).await {
+        answer::text(StatusCode::OK, "ready\n")
+    } else {
+        answer::text(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the upstream does not answer\n",
-        ),
+            "not ready: the upstream does not answer (or its certificate does not verify)\n",
+        )
     }
 }
 

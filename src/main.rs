@@ -294,7 +294,12 @@ fn run(config: Config, source: Source) -> ExitCode {
             }
         };
         let addr = listener.local_addr().unwrap_or(listen);
-        tracing::info!(%upstream, "cloakroom listening on http://{addr}");
+        let scheme = if app.settings().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(%upstream, "cloakroom listening on {scheme}://{addr}");
         let admin = match app.settings().config.admin.listen {
             Some(at) => match tokio::net::TcpListener::bind(at).await {
                 Ok(l) => {

@@ -28,8 +28,9 @@ use crate::pages;
 use crate::probe;
 use crate::rewrite::{self, link, link::Origin, link::Ticket};
 use crate::session::jar::Jar;
+use crate::session::store::SessionKey;
 use crate::session::{Client, Current, SessionState};
-use crate::upstream::Peer;
+use crate::upstream::{Peer, TunnelEnds};
 use crate::{App, Settings};
 
 /// What a response body carries until it is finished: its log record.
@@ -108,7 +109,62 @@ async fn pipeline(
     // 8. Commit: whatever the steps changed is written once, before the
     //    answer (and a new cookie) leaves.
     app.sessions.commit(&mut state).await?;
+    recheck_password_login(app, &mut state).await?;
     Ok((finish(app, &state, &page, resp), upstream_time))
+}
+
+/// A password login checked against the users the request started with
+/// is written by now; if a reload removed the user meanwhile, its
+/// "everyone out" may have run before this session existed. The users in
+/// force are read after the commit: either the reload's revocation saw the
+/// new session, or this check sees the new users and ends it.
+async fn recheck_password_login(app: &App, state: &mut SessionState) -> Result<(), ProxyError> {
+    let Some(user) = state.take_password_login() else {
+        return Ok(());
+    };
+    let still_there = app
+        .settings()
+        .users
+        .as_ref()
+        .is_some_and(|users| users.contains(&user));
+    if !still_there {
+        let revoked = app.sessions.revoke_user(&user).await?;
+        tracing::info!(
+            user,
+            revoked,
+            "login finished after the user was removed: logged out again"
+        );
+    }
+    Ok(())
+}
+
+/// How often an open tunnel asks whether its session still holds.
+const TUNNEL_RECHECK: Duration = Duration::from_secs(2);
+/// Failed checks in a row (the store not answering) that close a tunnel.
+const TUNNEL_UNCHECKED: u32 = 3;
+
+/// Resolves when the session at `key` is no longer logged in as `user`
+/// (ended through the sessions API, a logout, a removal from the users
+/// file, expiry), or could not be checked three times in a row.
+fn tunnel_ends(app: &App, key: SessionKey, user: &str) -> TunnelEnds {
+    let sessions = app.sessions.clone();
+    let user = user.to_owned();
+    TunnelEnds(Box::pin(async move {
+        let mut unchecked = 0;
+        loop {
+            tokio::time::sleep(TUNNEL_RECHECK).await;
+            match sessions.still_logged_in(&key, &user).await {
+                Ok(true) => unchecked = 0,
+                Ok(false) => return,
+                Err(_) => {
+                    unchecked += 1;
+                    if unchecked >= TUNNEL_UNCHECKED {
+                        return;
+                    }
+                }
+            }
+        }
+    }))
 }
 
 /// Steps 3 to 7: probe, reserved paths, access rules, forwarding.
@@ -172,7 +228,12 @@ async fn respond(
         send_kept_cookies(app, state, path, req.headers_mut());
     }
     let sent = Instant::now();
-    let mut resp = settings.upstream.forward(req, peer, upgrade).await?;
+    // A tunnel opened by a logged-in session lives only as long as it does.
+    let ends = match (&upgrade, state.user()) {
+        (Some(_), Some(user)) => Some(tunnel_ends(app, state.id.key(), user)),
+        _ => None,
+    };
+    let mut resp = settings.upstream.forward(req, peer, upgrade, ends).await?;
     let upstream_time = sent.elapsed();
 
     // 7. In URL mode, the application's Set-Cookies go into the jar. The
@@ -494,27 +555,65 @@ fn settle_path<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
 }
 
 /// A reverse proxy forwards requests for paths; it opens no tunnels. And
-/// the `Host` it forwards (or compares links to) is one host: RFC 9112
-/// §3.2 asks for a 400 when there are several or one is not a valid
-/// `host[:port]` (no path, no user info, no spaces).
+/// the host it forwards (or compares links to) is one host: RFC 9112 §3.2
+/// asks for a 400 when `Host` is missing from an HTTP/1.1 request, appears
+/// more than once, or is not a valid `host[:port]`. The authority of an
+/// absolute-form target or of HTTP/2's `:authority` (which take the place
+/// of `Host`) is held to the same rule: no user info, a real port.
 fn check_forwardable(req: &Request<Incoming>) -> Result<(), ProxyError> {
+    const BAD_HOST: ProxyError = ProxyError::BadRequest("bad Host header\n");
     if req.method() == Method::CONNECT {
         return Err(ProxyError::ConnectNotAllowed);
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    if let Some(host) = hosts.next() {
-        if hosts.next().is_some() || !valid_host(host.as_bytes()) {
-            return Err(ProxyError::BadRequest("bad Host header\n"));
-        }
+    let host = hosts.next();
+    if hosts.next().is_some() || host.is_some_and(|h| !valid_host(h.as_bytes())) {
+        return Err(BAD_HOST);
+    }
+    let authority = req.uri().authority();
+    if authority.is_some_and(|a| !valid_host(a.as_str().as_bytes())) {
+        return Err(BAD_HOST);
+    }
+    if host.is_none() && authority.is_none() && req.version() == http::Version::HTTP_11 {
+        return Err(ProxyError::BadRequest(
+            "an HTTP/1.1 request needs a Host header\n",
+        ));
     }
     Ok(())
 }
 
-/// `host[:port]` as RFC 3986 allows it in an authority, without user info.
+/// `host[:port]` as RFC 3986 allows it in an authority, without user info,
+/// and with a port, when there is one, of 1 to 65535 written plainly.
 fn valid_host(value: &[u8]) -> bool {
-    !value.is_empty()
-        && !value.contains(&b'@')
-        && http::uri::Authority::try_from(value).is_ok_and(|a| a.as_str().len() == value.len())
+    let parsed = http::uri::Authority::try_from(value);
+    let Ok(authority) = parsed else {
+        return false;
+    };
+    if value.contains(&b'@')
+        || authority.as_str().len() != value.len()
+        || authority.host().is_empty()
+    {
+        return false;
+    }
+    // The port is what follows the last `:` outside an IPv6 literal.
+    let after_host = match value.iter().rposition(|&b| b == b']') {
+        Some(end) => &value[end + 1..],
+        None => value,
+    };
+    match after_host.iter().position(|&b| b == b':') {
+        None => true,
+        Some(at) => {
+            let port = &after_host[at + 1..];
+            !port.is_empty()
+                && port.len() <= 5
+                && port[0] != b'0'
+                && port.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(port)
+                    .ok()
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .is_some()
+        }
+    }
 }
 
 /// The short plain-text response for an error.
@@ -535,7 +634,22 @@ mod tests {
         ] {
             assert!(super::valid_host(good.as_bytes()), "{good}");
         }
-        for bad in ["", "evil.com/path", "a@b", "a b", "x?y", "x#y", "a:b:c"] {
+        for bad in [
+            "",
+            "evil.com/path",
+            "a@b",
+            "@b",
+            "a:80@evil.example",
+            "a b",
+            "x?y",
+            "x#y",
+            "a:b:c",
+            "a.example:99999",
+            "a.example:0080",
+            "a.example:",
+            "a.example:0",
+            "[::1]:",
+        ] {
             assert!(!super::valid_host(bad.as_bytes()), "{bad}");
         }
     }

@@ -204,6 +204,11 @@ impl Connection {
         let cfg = self.app.settings().config.server.clone();
         let first_wait = cfg.header_timeout.min(cfg.idle_timeout);
         let mut closing = false;
+        // An idle connection asked to close gets this long to do so: an
+        // HTTP/2 client that never acknowledges the GOAWAY's PING would
+        // otherwise keep its place under the cap for good.
+        let grace = cfg.header_timeout.max(Duration::from_secs(1));
+        let mut cut_at: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 result = conn.as_mut() => {
@@ -215,14 +220,29 @@ impl Connection {
                 () = activity.idle(first_wait, cfg.idle_timeout), if !closing => {
                     tracing::debug!(peer = %self.peer.addr, "closing idle connection");
                     closing = true;
+                    cut_at = Some(tokio::time::Instant::now() + grace);
                     conn.as_mut().graceful_shutdown();
+                }
+                () = sleep_until_some(cut_at) => {
+                    tracing::debug!(peer = %self.peer.addr, "idle connection did not close in time; cut");
+                    break;
                 }
                 _ = self.stop.changed(), if !closing => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
+                // The drain is over: whatever is left is cut.
+                _ = self.close.changed() => break,
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or for ever when there is no `at`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -22,6 +22,8 @@ pub use crate::forwarded::Peer;
 /// The application behind the proxy and a connection pool to it.
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    /// The pool's connector, for readiness checks.
+    connector: HttpsConnector<HttpConnector>,
     scheme: Scheme,
     authority: Authority,
     /// The upstream URL's path without its trailing slash; prefixed to every path.
@@ -88,7 +90,7 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle)
-            .build(connector);
+            .build(connector.clone());
         let url = &config.url;
         let host = url.host_str().unwrap_or_default();
         let authority = match url.port() {
@@ -97,6 +99,7 @@ impl Upstream {
         };
         Ok(Upstream {
             client,
+            connector,
             scheme: if url.scheme() == "https" {
                 Scheme::HTTPS
             } else {
@@ -112,6 +115,27 @@ impl Upstream {
         })
     }
 
+    /// Whether a new connection to the upstream can be made within `wait`:
+    /// TCP, and for `https://` the TLS handshake with the certificate
+    /// checked (what every forwarded request depends on), but no request.
+    pub async fn reachable(&self, wait: Duration) -> bool {
+        use tower_service::Service;
+        let Ok(uri) = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query("/")
+            .build()
+        else {
+            return false;
+        };
+        let mut connector = self.connector.clone();
+        let connect = async move {
+            futures_util::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
+            connector.call(uri).await
+        };
+        matches!(tokio::time::timeout(wait, connect).await, Ok(Ok(_)))
+    }
+
     /// Sends `req` upstream and returns the upstream's response head with its
     /// body still streaming.
     ///
@@ -120,11 +144,14 @@ impl Upstream {
     /// anything else on the way → [`ProxyError::UpstreamFailed`].
     /// `upgrade` is the WebSocket upgrade the client asked for (read by
     /// [`hop::requested_upgrade`] before its hop-by-hop headers were stripped).
+    /// `ends`, for an upgrade, resolves when the tunnel must close (its
+    /// session ended).
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
         peer: Peer,
         upgrade: Option<HeaderValue>,
+        ends: Option<TunnelEnds>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let slot = req.extensions_mut().remove::<TunnelSlot>();
@@ -150,7 +177,7 @@ impl Upstream {
                 ));
             };
             let upstream_side = hyper::upgrade::on(&mut resp);
-            tokio::spawn(tunnel(client_side, upstream_side, slot));
+            tokio::spawn(tunnel(client_side, upstream_side, slot, ends));
             hop::set_upgrade(resp.headers_mut(), protocol);
         }
         Ok(resp.map(body::boxed))
@@ -257,12 +284,18 @@ pub struct TunnelSlot {
     pub close: tokio::sync::watch::Receiver<()>,
 }
 
+/// Resolves when a tunnel must close although both sides are still there:
+/// the session that opened it has ended (see [`crate::proxy`]).
+pub struct TunnelEnds(pub std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
+
 /// Copies bytes both ways between the client and the upstream after a 101,
-/// until either side closes or the server closes what is left at shutdown.
+/// until either side closes, the session that opened it ends, or the server
+/// closes what is left at shutdown.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     slot: Option<TunnelSlot>,
+    ends: Option<TunnelEnds>,
 ) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
@@ -282,12 +315,19 @@ async fn tunnel(
             None => std::future::pending().await,
         }
     };
+    let ended = async move {
+        match ends {
+            Some(ends) => ends.0.await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         result = copied => match result {
             Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
             Err(e) => tracing::debug!(error = %e, "upgraded connection ended"),
         },
         () = closed => tracing::debug!("upgraded connection closed at shutdown"),
+        () = ended => tracing::info!("upgraded connection closed: its session ended"),
     }
 }
 

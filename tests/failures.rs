@@ -282,3 +282,43 @@ async fn garbage_from_clients_never_takes_the_proxy_down() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "hello from upstream");
 }
+
+#[tokio::test]
+async fn http2_clients_that_never_answer_the_closing_ping_lose_their_place() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(
+        &upstream,
+        "",
+        "[server]\nmax_connections = 2\nheader_timeout = \"500ms\"",
+    )
+    .await;
+
+    // Both places taken by HTTP/2 clients that send the preface and
+    // SETTINGS, then never read or answer anything.
+    let mut mute = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await
+            .unwrap();
+        mute.push(stream);
+    }
+    // They are cut after the header timeout and its grace; a real client is
+    // then served (within() bounds the wait).
+    let (status, _, _) = within(get(&proxy.url("/after"))).await;
+    assert_eq!(status, StatusCode::OK);
+    for mut stream in mute {
+        let mut buf = [0u8; 1024];
+        let ended = within(async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(ended);
+    }
+}

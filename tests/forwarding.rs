@@ -298,7 +298,56 @@ async fn a_host_header_that_is_not_one_host_is_refused_before_the_upstream() {
         .await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
     }
+    // The authority of an absolute-form target stands for Host: same rule.
+    for (target, host) in [
+        ("http://a.example:80@evil.example/x", "a.example"),
+        ("http://@b.example/x", "b.example"),
+        ("http://u%40v@b.example/x", "b.example"),
+        ("http://a.example:99999/x", "a.example"),
+    ] {
+        let answer = raw(
+            proxy.addr,
+            format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{target}: {answer}");
+    }
+    for port in ["99999", "0080", ""] {
+        let answer = raw(
+            proxy.addr,
+            format!("GET /p HTTP/1.1\r\nHost: a.example:{port}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "port {port:?}: {answer}"
+        );
+    }
+    // HTTP/1.1 without Host is refused; HTTP/1.0 may omit it.
+    let answer = raw(
+        proxy.addr,
+        b"GET /page HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+
+    // HTTP/2's :authority too.
+    let resp = http2()
+        .request(
+            Request::get(format!("http://u@{}/h2", proxy.addr))
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+
+    let answer = raw(proxy.addr, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
     let answer = raw(
         proxy.addr,
         b"GET /page HTTP/1.1\r\nHost: app.example:8080\r\nConnection: close\r\n\r\n",

@@ -224,3 +224,68 @@ async fn reloaded_settings_serve_the_next_request_and_restart_keys_wait() {
     // (the browser above was still recognised by its CLOAKROOMSID).
     assert_eq!(proxy.app.settings().config.session.name, "CLOAKROOMSID");
 }
+
+/// A login whose password check is still queued when a reload removes the
+/// user must not leave a session behind.
+#[tokio::test]
+async fn a_login_in_progress_when_its_user_is_removed_is_undone() {
+    let upstream = Upstream::start().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let users = scratch.path().join("users.toml");
+    let alice = cloakroom::auth::password::hash("wonderland").unwrap();
+    let bob = cloakroom::auth::password::hash("builder").unwrap();
+    std::fs::write(&users, format!("alice = \"{alice}\"\nbob = \"{bob}\"\n")).unwrap();
+    let text = format!(
+        "[upstream]\nurl = \"http://{}\"\n[session]\nstore = \"memory\"\ncookieless = false\n\
+         secret_file = {:?}\n[auth]\nusers_file = {:?}\nprotect = [\"/private\"]\n",
+        upstream.addr,
+        scratch.path().join("cloakroom.key").to_str().unwrap(),
+        users.to_str().unwrap()
+    );
+    let proxy = Proxy::start_config(&text, tempfile::tempdir().unwrap()).await;
+    let base = proxy.url("");
+
+    // Sixteen wrong passwords fill the password checker's queue...
+    let mut queue = Vec::new();
+    for n in 0..16 {
+        let base = base.clone();
+        queue.push(tokio::spawn(async move {
+            let mut b = Browser::at(&base);
+            b.log_in(&format!("nobody{n}"), "wrong", &[]).await
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // ...bob's login waits behind them, and bob is removed meanwhile.
+    let login = {
+        let base = base.clone();
+        tokio::spawn(async move {
+            let mut b = Browser::at(&base);
+            let done = b.log_in("bob", "builder", &[]).await;
+            (b, done)
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    std::fs::write(&users, format!("alice = \"{alice}\"\n")).unwrap();
+    proxy
+        .app
+        .reload(cloakroom::Config::parse(&text))
+        .await
+        .expect("reload");
+
+    let (mut b, done) = within(login).await.unwrap();
+    for q in queue {
+        within(q).await.unwrap();
+    }
+    if done.status == StatusCode::SEE_OTHER {
+        // The check passed against the users it started with: the session
+        // it made must be dead.
+        let page = b.get("/private").await;
+        assert_ne!(
+            page.status,
+            StatusCode::OK,
+            "a removed user's login survived the reload"
+        );
+    }
+    let bobs = proxy.app.sessions.of_user("bob").await.unwrap();
+    assert!(bobs.is_empty(), "bob still has {} session(s)", bobs.len());
+}

@@ -205,7 +205,20 @@ async fn an_https_upstream_is_verified_with_its_ca_and_gets_the_right_sni() {
     assert_eq!(names.lock().unwrap().as_slice(), ["localhost"]);
 
     // The system's roots do not know the test CA: refused, never sent unchecked.
-    let untrusted = Proxy::start_url(&url, "", "").await;
+    let untrusted = Proxy::start_url(&url, "", "[admin]\nlisten = \"127.0.0.1:0\"").await;
     let (status, _, _) = get(&untrusted.url("/any")).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
+    // And /readyz says so: an upstream whose certificate does not verify
+    // is as good as down.
+    let admin = untrusted.admin.unwrap();
+    let (status, _, body) = get(&format!("http://{admin}/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:?}");
+    let trusted = Proxy::start_url(
+        &url,
+        &format!("ca_file = {:?}", ca.to_str().unwrap()),
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+    )
+    .await;
+    let (status, _, _) = get(&format!("http://{}/readyz", trusted.admin.unwrap())).await;
+    assert_eq!(status, StatusCode::OK);
 }

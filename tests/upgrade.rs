@@ -121,3 +121,52 @@ async fn shutdown_closes_open_tunnels_after_the_drain_limit() {
         "the tunnel is still open after shutdown: {end:?}"
     );
 }
+
+#[tokio::test]
+async fn a_tunnel_closes_when_the_session_that_opened_it_ends() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(
+        &upstream,
+        "",
+        "[session]\ncookieless = false\n[identity]\nupstream_control = true",
+    )
+    .await;
+    let mut b = Browser::new(&proxy);
+    b.get("/start").await;
+    b.get("/respond-with?h=X-Cloakroom-Login:carol").await;
+    b.get("/check").await;
+    let seen = upstream.seen().last().cloned().unwrap();
+    assert_eq!(seen.header("x-forwarded-user").as_deref(), Some("carol"));
+    let cookie = format!("CLOAKROOMSID={}", b.session().unwrap());
+
+    let mut request = format!("ws://{}/ws", proxy.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", cookie.parse().unwrap());
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut ws, resp) = within(tokio_tungstenite::client_async(request, tcp))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(
+        within(ws.next()).await.unwrap().unwrap(),
+        Message::text("hello")
+    );
+
+    // Logged out everywhere (the sessions API's call): the tunnel closes.
+    assert_eq!(proxy.app.sessions.revoke_user("carol").await.unwrap(), 1);
+    let end = within(async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    let () = end;
+}

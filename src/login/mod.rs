@@ -179,6 +179,7 @@ pub(crate) async fn login(
     attempt.succeeded().await;
     app.metrics.login(LoginResult::Success);
     app.sessions.login(state, username, remember);
+    state.note_password_login(username);
     let session = app.sessions.key_hash(&state.id.key());
     tracing::info!(user = username, ip = %peer.addr.ip(), remember, session, "login");
     // The session is written at commit; the cookie (and, in URL mode, the

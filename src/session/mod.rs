@@ -486,6 +486,19 @@ impl Sessions {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag[..12])
     }
 
+    /// Whether the session at `key` is still live and logged in as `user`
+    /// (an open tunnel asks; a corrupt record counts as ended).
+    pub async fn still_logged_in(&self, key: &SessionKey, user: &str) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms();
+        match self.store.load(key, now).await {
+            Ok(Lookup::Live(session)) => {
+                Ok(!session.expired(&self.lifetimes, now) && session.user.as_deref() == Some(user))
+            }
+            Ok(Lookup::Gone | Lookup::Unknown) | Err(StoreError::Corrupt { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Ends the session whose [`Sessions::key_hash`] is `hash`; `false`
     /// when no live session has it.
     pub async fn revoke_hash(&self, hash: &str) -> Result<bool, StoreError> {

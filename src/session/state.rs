@@ -32,6 +32,9 @@ pub struct SessionState {
     /// A stand-in while the store cannot be asked: never sent as a cookie,
     /// so the client keeps the one it has.
     pub(super) stand_in: bool,
+    /// The user a password login of this request logged in, checked again
+    /// after the commit (a reload may have removed them meanwhile).
+    password_login: Option<String>,
 }
 
 impl SessionState {
@@ -45,7 +48,18 @@ impl SessionState {
             ended: false,
             client_ip: None,
             stand_in: false,
+            password_login: None,
         }
+    }
+
+    /// Notes that this request logged `user` in with a password.
+    pub fn note_password_login(&mut self, user: &str) {
+        self.password_login = Some(user.to_owned());
+    }
+
+    /// The user a password login of this request logged in, once.
+    pub fn take_password_login(&mut self) -> Option<String> {
+        self.password_login.take()
     }
 
     /// The client's address, for a record this request creates.
