@@ -195,17 +195,20 @@ async fn respond(
         )
         .await;
         if let Some(resp) = answer {
+            state.want_cookie();
             return Ok((resp, None));
         }
     }
 
     // 4. Reserved paths: the proxy's own pages never reach the upstream.
     if reserved {
+        state.want_cookie();
         return Ok((pages::answer(app, settings, peer, state, req).await?, None));
     }
 
     // 5. Access rules: a protected path needs a logged-in session.
     if protected {
+        state.want_cookie();
         return Ok((login::challenge(&req, app.sessions.name()), None));
     }
 
@@ -281,7 +284,7 @@ fn finish(
         let status = resp.status();
         rewrite::temper_redirect_policy(status, resp.headers_mut());
     }
-    let cookie = (!state.is_stand_in())
+    let cookie = (!state.is_stand_in() && state.cookie_needed())
         .then(|| app.sessions.set_cookie(after, page.tls))
         .flatten();
     if let Some(cookie) = cookie {

@@ -165,6 +165,10 @@ impl Upstream {
             Ok(Ok(resp)) => resp,
         };
 
+        // RFC 9110 §6.2: an intermediary answers in its own version (an
+        // HTTP/1.0 upstream must not cost an HTTP/1.1 client its
+        // keep-alive); hyper still answers an HTTP/1.0 client in 1.0.
+        *resp.version_mut() = Version::HTTP_11;
         let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let protocol = resp.headers().get(header::UPGRADE).cloned();
         hop::strip(resp.headers_mut());

@@ -355,3 +355,42 @@ async fn a_host_header_that_is_not_one_host_is_refused_before_the_upstream() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[tokio::test]
+async fn an_http10_upstreams_answer_reaches_an_http11_client_in_http11_and_keeps_it_alive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An old application: answers in HTTP/1.0 and closes.
+    let old = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let old_addr = old.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = old.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let proxy = Proxy::start_url(&format!("http://{old_addr}"), "", "").await;
+
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    for n in 0..2 {
+        tcp.write_all(b"GET /legacy HTTP/1.1\r\nHost: app.example\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"\r\n\r\nok") {
+            let read = within(tcp.read(&mut buf)).await.unwrap();
+            assert!(read > 0, "request {n}: the connection was closed");
+            got.extend_from_slice(&buf[..read]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "request {n}: {text}");
+    }
+}

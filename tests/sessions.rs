@@ -28,6 +28,12 @@ fn our_set_cookie(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
+/// A new session ID, from a page that issues one (the login form).
+async fn fresh_id(proxy: &Proxy) -> String {
+    let (_, headers, _) = get(&proxy.url("/.cloakroom/login")).await;
+    issued(&headers).expect("the login page issued no session")
+}
+
 async fn get_with_cookie(url: &str, cookie: &str) -> (StatusCode, HeaderMap, bytes::Bytes) {
     let req = Request::get(url)
         .header("cookie", cookie)
@@ -37,11 +43,52 @@ async fn get_with_cookie(url: &str, cookie: &str) -> (StatusCode, HeaderMap, byt
 }
 
 #[tokio::test]
-async fn a_new_visitor_gets_a_session_cookie_beside_the_apps_own() {
+async fn anonymous_requests_get_no_session_until_one_is_needed() {
     let upstream = Upstream::start().await;
-    let proxy = Proxy::start(&upstream, "", "").await;
+    let proxy = Proxy::start(&upstream, "", "[session]\ncookieless = false").await;
+    let cacheable = "/respond-with?h=Cache-Control%3Apublic%2C%20max-age%3D600";
 
+    // A stylesheet, an API call, even a page: nothing to keep, no cookie,
+    // and the application's caching stays its own.
+    for accept in ["text/css", "application/json", "text/html"] {
+        let req = Request::get(proxy.url(cacheable))
+            .header("accept", accept)
+            .body(empty())
+            .unwrap();
+        let (status, headers, _) = send(&http1(), req).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(issued(&headers), None, "{accept}: a session was issued");
+        assert_eq!(headers["cache-control"], "public, max-age=600", "{accept}");
+    }
+    // The login page does need one.
+    let (_, headers, _) = get(&proxy.url("/.cloakroom/login")).await;
+    assert!(
+        issued(&headers).is_some(),
+        "the login page issued no session"
+    );
+}
+
+#[tokio::test]
+async fn a_new_session_cookie_goes_beside_the_apps_own() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(
+        &upstream,
+        "",
+        "[session]\napp_values = true\ncookieless = false",
+    )
+    .await;
+
+    // Without a session to keep, the application's cookies alone.
     let (status, headers, _) = get(&proxy.url("/hop")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(issued(&headers), None);
+    assert_eq!(headers.get_all("set-cookie").iter().count(), 2);
+
+    // The application stores a value: now there is a session to keep.
+    let (status, headers, _) = get(&proxy.url(
+        "/respond-with?h=Set-Cookie%3Aapp%3D1%3B%20Path%3D%2F&h=Set-Cookie%3Atheme%3Ddark&h=X-Cloakroom-Session-Set%3Acart%3D1",
+    ))
+    .await;
     assert_eq!(status, StatusCode::OK);
     let cookie = our_set_cookie(&headers);
     let id = issued(&headers).unwrap();
@@ -62,8 +109,7 @@ async fn a_new_visitor_gets_a_session_cookie_beside_the_apps_own() {
     assert_eq!(all[1], "theme=dark");
 
     // Two visitors never share an ID.
-    let (_, other, _) = get(&proxy.url("/")).await;
-    assert_ne!(issued(&other).unwrap(), id);
+    assert_ne!(fresh_id(&proxy).await, id);
 }
 
 #[tokio::test]
@@ -75,7 +121,7 @@ async fn cookie_attributes_follow_the_config() {
         "[session]\nname = \"sid\"\ncookie_path = \"/app\"\ncookie_domain = \"example.com\"\nsame_site = \"strict\"\nsecure = true\nstore = \"memory\"",
     )
     .await;
-    let (_, headers, _) = get(&proxy.url("/")).await;
+    let (_, headers, _) = get(&proxy.url("/.cloakroom/login")).await;
     let cookie = headers["set-cookie"].to_str().unwrap();
     assert!(cookie.starts_with("sid="), "{cookie}");
     for attr in [
@@ -94,8 +140,9 @@ async fn a_returning_visitor_keeps_its_id_and_the_upstream_never_sees_it() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start(&upstream, "", "").await;
 
+    let id = fresh_id(&proxy).await;
     let (_, headers, _) = get(&proxy.url("/")).await;
-    let id = issued(&headers).unwrap();
+    assert_eq!(issued(&headers), None);
 
     let cookie = format!("a=1; CLOAKROOMSID={id}; b=\"two\"");
     let (_, headers, _) = get_with_cookie(&proxy.url("/"), &cookie).await;
@@ -126,8 +173,7 @@ async fn a_returning_visitor_keeps_its_id_and_the_upstream_never_sees_it() {
 async fn forged_tampered_and_attacker_chosen_ids_are_replaced() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start(&upstream, "", "").await;
-    let (_, headers, _) = get(&proxy.url("/")).await;
-    let real = issued(&headers).unwrap();
+    let real = fresh_id(&proxy).await;
 
     let mut tampered = real.clone().into_bytes();
     tampered[10] = if tampered[10] == b'A' { b'B' } else { b'A' };
@@ -135,8 +181,7 @@ async fn forged_tampered_and_attacker_chosen_ids_are_replaced() {
     let other_key = {
         // A well-formed ID signed by another proxy's key.
         let other = Proxy::start(&upstream, "", "").await;
-        let (_, h, _) = get(&other.url("/")).await;
-        issued(&h).unwrap()
+        fresh_id(&other).await
     };
     let bad = [
         "attacker-chosen-session-id".to_owned(),
@@ -148,8 +193,12 @@ async fn forged_tampered_and_attacker_chosen_ids_are_replaced() {
     ];
     let before = proxy.app.sessions.forged();
     for value in &bad {
-        let (status, headers, _) =
-            get_with_cookie(&proxy.url("/"), &format!("CLOAKROOMSID={value}")).await;
+        // The login page issues a session: a new one, never the one presented.
+        let (status, headers, _) = get_with_cookie(
+            &proxy.url("/.cloakroom/login"),
+            &format!("CLOAKROOMSID={value}"),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         let new = issued(&headers).unwrap_or_else(|| panic!("{value:?} was honoured"));
         assert_ne!(&new, value);
@@ -160,7 +209,7 @@ async fn forged_tampered_and_attacker_chosen_ids_are_replaced() {
     // Non-UTF-8 bytes and odd spacing in the Cookie header are no error.
     let answer = raw(
         proxy.addr,
-        b"GET / HTTP/1.1\r\nHost: x\r\nCookie: \xff\xfe=\x80;;  CLOAKROOMSID = \"\xc3\x28\" ; =\r\nConnection: close\r\n\r\n",
+        b"GET /.cloakroom/login HTTP/1.1\r\nHost: x\r\nCookie: \xff\xfe=\x80;;  CLOAKROOMSID = \"\xc3\x28\" ; =\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -180,15 +229,17 @@ async fn an_expired_session_is_replaced_and_stays_dead() {
     let clock = sessions.clock();
 
     // An ID with nothing stored: one idle period from issue.
-    let (_, h, _) = get(&proxy.url("/")).await;
-    let unused = issued(&h).unwrap();
+    let unused = fresh_id(&proxy).await;
     clock.skip(Duration::from_secs(31 * 60));
-    let (_, h, _) = get_with_cookie(&proxy.url("/"), &format!("CLOAKROOMSID={unused}")).await;
+    let (_, h, _) = get_with_cookie(
+        &proxy.url("/.cloakroom/login"),
+        &format!("CLOAKROOMSID={unused}"),
+    )
+    .await;
     assert!(issued(&h).is_some_and(|new| new != unused));
 
     // A stored session: idle limit.
-    let (_, h, _) = get(&proxy.url("/")).await;
-    let id = issued(&h).unwrap();
+    let id = fresh_id(&proxy).await;
     let mut current = sessions
         .resolve(&cookie_header(&id), None, local_client())
         .await
@@ -202,7 +253,11 @@ async fn an_expired_session_is_replaced_and_stays_dead() {
     }
     // 100 minutes busy; the absolute limit (2 h) ends it within the next 20.
     clock.skip(Duration::from_secs(20 * 60));
-    let (_, h, _) = get_with_cookie(&proxy.url("/"), &format!("CLOAKROOMSID={id}")).await;
+    let (_, h, _) = get_with_cookie(
+        &proxy.url("/.cloakroom/login"),
+        &format!("CLOAKROOMSID={id}"),
+    )
+    .await;
     let replaced = issued(&h).expect("a session outlived its absolute limit");
     assert_ne!(replaced, id);
     // Replaying it later does not bring it (or its user) back.
@@ -219,8 +274,7 @@ async fn a_destroyed_session_is_worth_nothing() {
     let proxy = Proxy::start(&upstream, "", "").await;
     let sessions = &proxy.app.sessions;
 
-    let (_, h, _) = get(&proxy.url("/")).await;
-    let id = issued(&h).unwrap();
+    let id = fresh_id(&proxy).await;
     let mut current = sessions
         .resolve(&cookie_header(&id), None, local_client())
         .await
@@ -230,7 +284,11 @@ async fn a_destroyed_session_is_worth_nothing() {
     sessions.logout(&mut current);
     sessions.commit(&mut current).await.unwrap();
 
-    let (_, h, _) = get_with_cookie(&proxy.url("/"), &format!("CLOAKROOMSID={id}")).await;
+    let (_, h, _) = get_with_cookie(
+        &proxy.url("/.cloakroom/login"),
+        &format!("CLOAKROOMSID={id}"),
+    )
+    .await;
     assert!(
         issued(&h).is_some_and(|new| new != id),
         "a destroyed ID was honoured"
@@ -252,13 +310,13 @@ async fn a_file_store_session_survives_a_restart_and_a_corrupt_file_is_skipped()
     );
 
     let mut first = Proxy::start(&upstream, "", &session_conf).await;
-    let (status, h, _) = get(&first.url("/")).await;
+    let (status, _, _) = get(&first.url("/")).await;
     assert_eq!(
         status,
         StatusCode::OK,
         "a corrupt session file broke the proxy"
     );
-    let id = issued(&h).unwrap();
+    let id = fresh_id(&first).await;
     let sessions = &first.app.sessions;
     let mut current = sessions
         .resolve(&cookie_header(&id), None, local_client())
@@ -304,11 +362,16 @@ async fn a_flood_of_new_visitors_stores_nothing() {
     .await;
 
     let client = http1();
-    for _ in 0..300 {
-        let (status, h, _) =
-            send(&client, Request::get(proxy.url("/")).body(empty()).unwrap()).await;
+    for n in 0..300 {
+        // Every visitor is handed a session by the login page; none is stored.
+        let path = if n % 2 == 0 { "/.cloakroom/login" } else { "/" };
+        let (status, h, _) = send(
+            &client,
+            Request::get(proxy.url(path)).body(empty()).unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
-        assert!(issued(&h).is_some());
+        assert_eq!(issued(&h).is_some(), n % 2 == 0);
     }
     assert_eq!(proxy.app.sessions.stats().await.unwrap().records, 0);
     assert_eq!(
@@ -322,8 +385,7 @@ async fn a_flood_of_new_visitors_stores_nothing() {
 async fn many_concurrent_requests_share_one_session() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start(&upstream, "", "").await;
-    let (_, h, _) = get(&proxy.url("/")).await;
-    let id = issued(&h).unwrap();
+    let id = fresh_id(&proxy).await;
     let sessions = &proxy.app.sessions;
     let mut current = sessions
         .resolve(&cookie_header(&id), None, local_client())
@@ -346,8 +408,8 @@ async fn many_concurrent_requests_share_one_session() {
         assert_eq!(issued(&h), None, "a concurrent request lost the session");
     }
     let seen = upstream.seen();
-    assert_eq!(seen.len(), 201);
-    for s in &seen[1..] {
+    assert_eq!(seen.len(), 200);
+    for s in &seen {
         let cookie = s.header("cookie").unwrap();
         let n = s.target.trim_start_matches("/c");
         assert_eq!(cookie, format!("n={n}"));
@@ -363,10 +425,11 @@ fn cookie_header(id: &str) -> HeaderMap {
 #[tokio::test]
 async fn a_response_carrying_a_new_session_is_kept_out_of_shared_caches() {
     let upstream = Upstream::start().await;
-    let proxy = Proxy::start(&upstream, "", "").await;
+    let proxy = Proxy::start(&upstream, "", "[session]\napp_values = true").await;
     let url = proxy.url("/respond-with?h=Cache-Control%3Apublic%2C%20max-age%3D600");
 
-    let (_, headers, _) = get(&url).await;
+    // A response that starts a session (the application stored a value).
+    let (_, headers, _) = get(&format!("{url}&h=X-Cloakroom-Session-Set%3Aseen%3D1")).await;
     let id = issued(&headers).expect("no session issued");
     assert_eq!(headers["cache-control"], "private, max-age=600");
 

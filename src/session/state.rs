@@ -35,6 +35,9 @@ pub struct SessionState {
     /// The user a password login of this request logged in, checked again
     /// after the commit (a reload may have removed them meanwhile).
     password_login: Option<String>,
+    /// A new session's cookie is to be sent although nothing is stored
+    /// (the probe, the proxy's own pages, a login challenge).
+    cookie_wanted: bool,
 }
 
 impl SessionState {
@@ -49,7 +52,23 @@ impl SessionState {
             client_ip: None,
             stand_in: false,
             password_login: None,
+            cookie_wanted: false,
         }
+    }
+
+    /// Sends a new session's cookie with this answer even if nothing is
+    /// stored for it: the probe must see it come back, and the login form
+    /// and a login challenge start the session the login will continue.
+    pub fn want_cookie(&mut self) {
+        self.cookie_wanted = true;
+    }
+
+    /// Whether a new session's cookie goes out with this answer: only when
+    /// something is stored for it or it was asked for. An anonymous
+    /// stylesheet, image or API call gets no `Set-Cookie` (and so stays
+    /// cacheable by a shared cache).
+    pub fn cookie_needed(&self) -> bool {
+        self.current.session.is_some() || self.cookie_wanted
     }
 
     /// Notes that this request logged `user` in with a password.
