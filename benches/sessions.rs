@@ -143,12 +143,15 @@ fn assertion(c: &mut Criterion) {
     use cloakroom::assertion::Assertion;
     use cloakroom::config::AssertionConfig;
     let dir = tempfile::tempdir().unwrap();
-    let signer = Assertion::open(&AssertionConfig {
-        header: "X-Cloakroom-Assertion".into(),
-        audience: "https://app.example".into(),
-        key_file: dir.path().join("assertion.key"),
-        lifetime: std::time::Duration::from_secs(300),
-    })
+    let signer = Assertion::open(
+        &AssertionConfig {
+            header: "X-Cloakroom-Assertion".into(),
+            audience: "https://app.example".into(),
+            key_file: dir.path().join("assertion.key"),
+            lifetime: std::time::Duration::from_secs(300),
+        },
+        true,
+    )
     .unwrap();
     let ids = ids(1);
     let key = ids[0].key();

@@ -128,6 +128,11 @@ pub fn header_value(values: &BTreeMap<String, String>) -> Option<HeaderValue> {
     HeaderValue::from_str(&text).ok()
 }
 
+/// Whether `values` are within a session's limits.
+pub fn within_limits(values: &BTreeMap<String, String>) -> bool {
+    values.len() <= MAX_VALUES && encoded_len(values) <= MAX_BYTES
+}
+
 fn encoded_len(values: &BTreeMap<String, String>) -> usize {
     header_value(values).map_or(0, |v| v.len())
 }

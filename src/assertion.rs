@@ -74,45 +74,27 @@ struct Claims<'a> {
 }
 
 impl Assertion {
-    /// Reads (or creates) the key file and prepares the signer.
-    pub fn open(cfg: &AssertionConfig) -> Result<Assertion, KeyError> {
+    /// Reads the key file and prepares the signer. A missing file is
+    /// created with one new key when `create` (at start, or when the
+    /// assertion is newly configured); on a reload a key file that has
+    /// gone is an error, not a new key: every token already issued would
+    /// stop verifying.
+    pub fn open(cfg: &AssertionConfig, create: bool) -> Result<Assertion, KeyError> {
         let error = |message: String| KeyError {
             path: cfg.key_file.clone(),
             message,
         };
         if !cfg.key_file.exists() {
+            if !create {
+                return Err(error(
+                    "missing (it is created only at start; restore it, or restart to begin with a new key)".to_owned(),
+                ));
+            }
             create_key_file(&cfg.key_file).map_err(error)?;
-            tracing::info!(path = %cfg.key_file.display(), "created a new assertion signing key");
+            tracing::info!(path = %cfg.key_file.display(), "created a new assertion signing key (several instances must share this file)");
         }
         warn_if_readable(&cfg.key_file);
-        let ders: Vec<PrivatePkcs8KeyDer<'static>> =
-            PrivatePkcs8KeyDer::pem_file_iter(&cfg.key_file)
-                .map_err(|e| error(e.to_string()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| error(e.to_string()))?;
-        if ders.is_empty() {
-            return Err(error(
-                "no PRIVATE KEY (PKCS#8) block in the file".to_owned(),
-            ));
-        }
-        let rng = ring::rand::SystemRandom::new();
-        let mut published = Vec::new();
-        let mut newest = None;
-        for (n, der) in ders.iter().enumerate() {
-            let pair = EcdsaKeyPair::from_pkcs8(
-                &ECDSA_P256_SHA256_FIXED_SIGNING,
-                der.secret_pkcs8_der(),
-                &rng,
-            )
-            .map_err(|e| error(format!("key {}: not a P-256 key ({e})", n + 1)))?;
-            let (jwk, kid) = public_jwk(pair.public_key().as_ref());
-            published.push(jwk);
-            newest = Some(Signer {
-                kid,
-                key: jsonwebtoken::EncodingKey::from_ec_der(der.secret_pkcs8_der()),
-            });
-        }
-        let signer = newest.ok_or_else(|| error("no key".to_owned()))?;
+        let (signer, published) = read_keys(&cfg.key_file).map_err(error)?;
         let jwks = serde_json::json!({ "keys": published }).to_string();
         Ok(Assertion {
             header: HeaderName::from_bytes(cfg.header.as_bytes())
@@ -123,6 +105,19 @@ impl Assertion {
             jwks: Bytes::from(jwks),
             cache: DashMap::new(),
         })
+    }
+
+    /// Checks an existing key file without creating one (`cloakroom check`).
+    pub fn check(cfg: &AssertionConfig) -> Result<(), KeyError> {
+        if !cfg.key_file.exists() {
+            return Ok(());
+        }
+        read_keys(&cfg.key_file)
+            .map(|_| ())
+            .map_err(|message| KeyError {
+                path: cfg.key_file.clone(),
+                message,
+            })
     }
 
     /// The request header the token travels in.
@@ -191,6 +186,33 @@ impl Assertion {
     pub fn purge(&self, now: u64) {
         self.cache.retain(|_, c| c.expires_at > now);
     }
+}
+
+/// The newest key (the signer) and every key's JWK.
+fn read_keys(path: &Path) -> Result<(Signer, Vec<serde_json::Value>), String> {
+    let ders: Vec<PrivatePkcs8KeyDer<'static>> = PrivatePkcs8KeyDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let rng = ring::rand::SystemRandom::new();
+    let mut published = Vec::new();
+    let mut newest = None;
+    for (n, der) in ders.iter().enumerate() {
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            der.secret_pkcs8_der(),
+            &rng,
+        )
+        .map_err(|e| format!("key {}: not a P-256 key ({e})", n + 1))?;
+        let (jwk, kid) = public_jwk(pair.public_key().as_ref());
+        published.push(jwk);
+        newest = Some(Signer {
+            kid,
+            key: jsonwebtoken::EncodingKey::from_ec_der(der.secret_pkcs8_der()),
+        });
+    }
+    let signer = newest.ok_or("no PRIVATE KEY (PKCS#8) block in the file")?;
+    Ok((signer, published))
 }
 
 /// The JWK of a P-256 public key (uncompressed point `04 || X || Y`) and
@@ -273,7 +295,7 @@ mod tests {
     fn a_missing_key_file_is_created_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
-        let first = Assertion::open(&cfg).unwrap();
+        let first = Assertion::open(&cfg, true).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -283,14 +305,14 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let again = Assertion::open(&cfg).unwrap();
+        let again = Assertion::open(&cfg, true).unwrap();
         assert_eq!(first.jwks(), again.jwks(), "the key changed on reopening");
     }
 
     #[test]
     fn tokens_are_reused_until_a_fifth_of_their_life_is_left() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Assertion::open(&config(dir.path())).unwrap();
+        let a = Assertion::open(&config(dir.path()), true).unwrap();
         let key = SessionKey::from_nonce([7; 16]);
         let t0 = a.token(key, "alice", 1000, || "sid".into()).unwrap();
         assert_eq!(a.token(key, "alice", 1239, || "sid".into()).unwrap(), t0);

@@ -37,6 +37,8 @@ where
 
 /// Sees each data frame go by and hears when the body ends or is dropped.
 pub trait Watch: Send + Unpin + 'static {
+    /// Called whenever the body is asked for more (its reader is reading).
+    fn polled(&mut self) {}
     /// Called with the size of every data frame sent.
     fn data(&mut self, _len: usize) {}
     /// Called once when the body reached its end (not when it was abandoned).
@@ -46,6 +48,10 @@ pub trait Watch: Send + Unpin + 'static {
 impl Watch for () {}
 
 impl<A: Watch, B: Watch> Watch for (A, B) {
+    fn polled(&mut self) {
+        self.0.polled();
+        self.1.polled();
+    }
     fn data(&mut self, len: usize) {
         self.0.data(len);
         self.1.data(len);
@@ -93,6 +99,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
+        this.watch.polled();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {

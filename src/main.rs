@@ -117,6 +117,19 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
+            let secret = &config.session.secret_file;
+            if secret.exists() {
+                if let Err(e) = cloakroom::session::id::Keys::load(secret) {
+                    eprintln!("cloakroom: session.secret_file: {}: {e}", secret.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            if let Some(assertion) = &config.identity.assertion {
+                if let Err(e) = cloakroom::assertion::Assertion::check(assertion) {
+                    eprintln!("cloakroom: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             print!("{}", config.to_toml());
             ExitCode::SUCCESS
         }

@@ -34,6 +34,11 @@ pub async fn answer(
     state: &mut SessionState,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    // The JWKS is a public document for machines (and stays cacheable);
+    // the pages are where a visitor's session starts.
+    if req.uri().path() != JWKS_PATH {
+        state.want_cookie();
+    }
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
     let post = *req.method() == Method::POST;
     let path = req.uri().path();

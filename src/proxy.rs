@@ -202,7 +202,6 @@ async fn respond(
 
     // 4. Reserved paths: the proxy's own pages never reach the upstream.
     if reserved {
-        state.want_cookie();
         return Ok((pages::answer(app, settings, peer, state, req).await?, None));
     }
 
@@ -577,7 +576,9 @@ fn check_forwardable(req: &Request<Incoming>) -> Result<(), ProxyError> {
     if authority.is_some_and(|a| !valid_host(a.as_str().as_bytes())) {
         return Err(BAD_HOST);
     }
-    if host.is_none() && authority.is_none() && req.version() == http::Version::HTTP_11 {
+    // An absolute-form target does not excuse the header (RFC 9112 §3.2);
+    // HTTP/2 has `:authority` instead.
+    if host.is_none() && req.version() == http::Version::HTTP_11 {
         return Err(ProxyError::BadRequest(
             "an HTTP/1.1 request needs a Host header\n",
         ));

@@ -227,6 +227,10 @@ impl Connection {
                     tracing::debug!(peer = %self.peer.addr, "idle connection did not close in time; cut");
                     break;
                 }
+                () = activity.stalled(cfg.send_timeout) => {
+                    tracing::info!(peer = %self.peer.addr, "response made no progress within server.send_timeout (the client is not reading); connection cut");
+                    break;
+                }
                 _ = self.stop.changed(), if !closing => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
@@ -263,6 +267,9 @@ struct ActivityShared {
     /// Milliseconds after `opened` when the last request ended; `u64::MAX`
     /// until a request has started.
     last_end: AtomicU64,
+    /// Milliseconds after `opened` of the last sign of life of a request:
+    /// its start or end, or a response body asked for more.
+    last_progress: AtomicU64,
     opened: tokio::time::Instant,
 }
 
@@ -272,6 +279,7 @@ impl Default for Activity {
             shared: Arc::new(ActivityShared {
                 in_flight: AtomicUsize::new(0),
                 last_end: AtomicU64::new(u64::MAX),
+                last_progress: AtomicU64::new(0),
                 opened: tokio::time::Instant::now(),
             }),
         }
@@ -285,7 +293,31 @@ impl Activity {
         self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         // A started request also counts as activity for the idle clock.
         self.shared.mark_end();
+        self.shared.mark_progress();
         Busy(self.shared.clone())
+    }
+
+    /// Resolves once a request has been in flight with no sign of life
+    /// for `limit`: its response is not being read (HTTP/1.1 stops asking
+    /// the body for more when the client does not read; HTTP/2 when the
+    /// client gives no flow-control window), or nothing comes to send.
+    async fn stalled(&self, limit: Duration) {
+        let shared = &self.shared;
+        let mut deadline = tokio::time::Instant::now() + limit;
+        loop {
+            tokio::time::sleep_until(deadline).await;
+            let now = tokio::time::Instant::now();
+            if shared.in_flight.load(Ordering::Acquire) == 0 {
+                deadline = now + limit;
+                continue;
+            }
+            let last =
+                shared.opened + Duration::from_millis(shared.last_progress.load(Ordering::Acquire));
+            if now >= last + limit {
+                return;
+            }
+            deadline = last + limit;
+        }
     }
 
     /// Resolves once nothing has been in flight for `first` (before the
@@ -316,16 +348,26 @@ impl ActivityShared {
         let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
         self.last_end.store(ms, Ordering::Release);
     }
+
+    fn mark_progress(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_progress.store(ms, Ordering::Release);
+    }
 }
 
 /// A request in flight; dropping it ends the request.
 struct Busy(Arc<ActivityShared>);
 
-impl Watch for Busy {}
+impl Watch for Busy {
+    fn polled(&mut self) {
+        self.0.mark_progress();
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.mark_end();
+        self.0.mark_progress();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -359,6 +401,27 @@ mod tests {
         assert!(!idle_now(&mut idle).await, "idle before `then` passed");
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(idle_now(&mut idle).await, "not idle after `then`");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_nobody_reads_is_stalled_and_a_read_one_is_not() {
+        let activity = Activity::default();
+        let limit = Duration::from_secs(5);
+        let stalled = activity.stalled(limit);
+        tokio::pin!(stalled);
+
+        // Nothing in flight: never stalled, however long.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(!idle_now(&mut stalled).await);
+
+        let mut busy = activity.begin();
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(3)).await;
+            busy.polled();
+            assert!(!idle_now(&mut stalled).await, "stalled while being read");
+        }
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(idle_now(&mut stalled).await, "not stalled after the limit");
     }
 
     #[tokio::test(start_paused = true)]

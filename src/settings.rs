@@ -71,7 +71,14 @@ impl Settings {
             .identity
             .assertion
             .as_ref()
-            .map(Assertion::open)
+            .map(|cfg| {
+                // A key file that vanishes under a running assertion is not
+                // silently replaced by a new key.
+                let running_file = running
+                    .and_then(|r| r.config.identity.assertion.as_ref())
+                    .map(|a| &a.key_file);
+                Assertion::open(cfg, running_file != Some(&cfg.key_file))
+            })
             .transpose()?;
         let also: Vec<&str> = assertion.iter().map(|a| a.header().as_str()).collect();
         let identity = Identity::new(&config.identity.header, &also).ok_or_else(|| {

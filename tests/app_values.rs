@@ -296,3 +296,76 @@ async fn values_work_in_url_mode() {
     b.get("/next").await;
     assert_eq!(values_seen(&s.upstream), map(&[("cart", "7")]));
 }
+
+#[tokio::test]
+async fn a_request_in_flight_does_not_undo_a_concurrent_change() {
+    let s = site("app_values = true\ncookieless = false").await;
+    let mut b = Browser::new(&s.proxy);
+    b.get("/start").await;
+    b.get(&respond_with(&[(
+        "X-Cloakroom-Session-Set",
+        "elevated=1&cart=3",
+    )]))
+    .await;
+    let cookie = format!("CLOAKROOMSID={}", b.session().unwrap());
+
+    // A slow request starts with elevated=1 loaded, and is due to write
+    // "last seen" when it ends.
+    s.proxy
+        .app
+        .sessions
+        .clock()
+        .skip(std::time::Duration::from_secs(61));
+    let slow = {
+        let (url, cookie) = (s.proxy.url("/slow?ms=800"), cookie.clone());
+        tokio::spawn(async move {
+            let req = Request::get(url)
+                .header("cookie", cookie)
+                .body(empty())
+                .unwrap();
+            send(&http1(), req).await
+        })
+    };
+    s.upstream.arrived(3).await;
+    // Meanwhile the application clears the flag.
+    b.get(&respond_with(&[("X-Cloakroom-Session-Unset", "elevated")]))
+        .await;
+    let (status, _, _) = within(slow).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+
+    b.get("/check").await;
+    assert_eq!(
+        values_seen(&s.upstream),
+        map(&[("cart", "3")]),
+        "the slow request brought a removed value back"
+    );
+
+    // Concurrent sets of different names all stay.
+    let mut sets = Vec::new();
+    for n in 0..20 {
+        let (url, cookie) = (
+            s.proxy.url(&respond_with(&[(
+                "X-Cloakroom-Session-Set",
+                &format!("n{n}=1"),
+            )])),
+            cookie.clone(),
+        );
+        sets.push(tokio::spawn(async move {
+            let req = Request::get(url)
+                .header("cookie", cookie)
+                .body(empty())
+                .unwrap();
+            send(&http1(), req).await
+        }));
+    }
+    for set in sets {
+        within(set).await.unwrap();
+    }
+    b.get("/check").await;
+    assert_eq!(
+        values_seen(&s.upstream).len(),
+        21,
+        "{:?}",
+        values_seen(&s.upstream)
+    );
+}

@@ -54,6 +54,9 @@ async fn jwks(proxy: &Proxy) -> Vec<(String, ES256PublicKey)> {
     let (status, headers, body) = get(&proxy.url("/.cloakroom/jwks.json")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "application/json");
+    // Fetched without a cookie, as verifiers do: cacheable, no session.
+    assert_eq!(headers["cache-control"], "public, max-age=300");
+    assert!(headers.get("set-cookie").is_none(), "{headers:?}");
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let b64 = |v: &serde_json::Value| {
         Base64UrlSafeNoPadding::decode_to_vec(v.as_str().unwrap(), None).unwrap()
@@ -268,6 +271,26 @@ async fn the_key_file_is_created_private_and_rotation_publishes_both_keys() {
         .to_owned();
     assert_ne!(kid, old_keys[0].0, "the old key still signs");
     verify(&keys, &new_token, None).expect("the new token verifies");
+}
+
+#[tokio::test]
+async fn a_key_file_gone_on_reload_is_refused_not_replaced() {
+    let s = site().await;
+    let before = jwks(&s.proxy).await;
+    std::fs::remove_file(s.dir.path().join("assertion.key")).unwrap();
+    let refused = s
+        .proxy
+        .app
+        .reload(cloakroom::Config::parse(&config_text(&s.upstream, &s.dir)))
+        .await
+        .unwrap_err();
+    assert!(refused.contains("identity.assertion_key_file"), "{refused}");
+    assert!(
+        !s.dir.path().join("assertion.key").exists(),
+        "a new key was made"
+    );
+    let after = jwks(&s.proxy).await;
+    assert_eq!(after[0].0, before[0].0, "the published key changed");
 }
 
 #[tokio::test]

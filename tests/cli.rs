@@ -79,6 +79,37 @@ fn check_names_the_key_of_every_error() {
         "{stderr}"
     );
 
+    // Key files that `run` would refuse are refused by `check` too (and
+    // `check` creates none).
+    let secret = dir.path().join("bad.key");
+    std::fs::write(&secret, "short!\n").unwrap();
+    let signing = dir.path().join("assertion.key");
+    std::fs::write(&signing, "garbage\n").unwrap();
+    for (keys, expected) in [
+        (
+            format!("[session]\nsecret_file = {:?}\n", secret.to_str().unwrap()),
+            "session.secret_file:",
+        ),
+        (
+            format!(
+                "[identity]\nassertion_header = \"X-A\"\nassertion_key_file = {:?}\n",
+                signing.to_str().unwrap()
+            ),
+            "identity.assertion_key_file:",
+        ),
+    ] {
+        let path = write_config(&dir, &format!("[upstream]\nurl = \"http://x\"\n{keys}"));
+        let out = cloakroom()
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{keys}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{keys}: {stderr}");
+    }
+
     let out = cloakroom()
         .args(["check", "--config", "/nonexistent/proxy.toml"])
         .output()

@@ -322,3 +322,43 @@ async fn http2_clients_that_never_answer_the_closing_ping_lose_their_place() {
         assert!(ended);
     }
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_response_is_cut_after_the_send_timeout() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(
+        &upstream,
+        "",
+        "[server]\nsend_timeout = \"1s\"\nmax_connections = 1",
+    )
+    .await;
+    upstream.release_download();
+
+    // Asks for 50 MB and never reads: the proxy's writes stop, and so does
+    // hyper asking the body for more.
+    let mut stalled = TcpStream::connect(proxy.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /download?bytes=50000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // (The download route records nothing; give it time to start.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // It loses its place; the next client (waiting for the only place) is served.
+    let (status, _, body) = within(get(&proxy.url("/after"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "hello from upstream");
+    // And what the stalled client finally reads ends short of 50 MB.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    within(async {
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(got < 50_000_000, "the whole body arrived: {got}");
+}

@@ -325,13 +325,15 @@ async fn a_host_header_that_is_not_one_host_is_refused_before_the_upstream() {
             "port {port:?}: {answer}"
         );
     }
-    // HTTP/1.1 without Host is refused; HTTP/1.0 may omit it.
-    let answer = raw(
-        proxy.addr,
-        b"GET /page HTTP/1.1\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // HTTP/1.1 without Host is refused, absolute-form or not; HTTP/1.0 may omit it.
+    for target in ["/page", "http://evil.example/page"] {
+        let answer = raw(
+            proxy.addr,
+            format!("GET {target} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{target}: {answer}");
+    }
     assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
 
     // HTTP/2's :authority too.

@@ -149,6 +149,10 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[serde(with = "duration_text")]
     pub shutdown_timeout: Duration,
+    /// A connection with a response in progress that makes no progress for
+    /// this long (the client does not read, or nothing comes) is closed.
+    #[serde(with = "duration_text")]
+    pub send_timeout: Duration,
     /// Balancers whose `X-Forwarded-For`, `-Proto` and `-Host` are believed.
     #[serde(serialize_with = "ser_cidrs")]
     pub trusted_proxies: Vec<crate::forwarded::Cidr>,
@@ -579,6 +583,27 @@ mod tests {
             (
                 "[identity]\nassertion_header = \"X-A\"\nassertion_audience = \" \"\n",
                 "identity.assertion_audience",
+            ),
+            (
+                "[identity]\nassertion_header = \"Transfer-Encoding\"\n",
+                "identity.assertion_header",
+            ),
+            (
+                "[identity]\nassertion_header = \"content_length\"\n",
+                "identity.assertion_header",
+            ),
+            (
+                "[identity]\nassertion_header = \"X-Forwarded-User\"\n",
+                "identity.assertion_header",
+            ),
+            (
+                "[identity]\nassertion_header = \"X-Forwarded-For\"\n",
+                "identity.assertion_header",
+            ),
+            ("[identity]\nheader = \"Host\"\n", "identity.header"),
+            (
+                "[identity]\nheader = \"X-Cloakroom-Session\"\n",
+                "identity.header",
             ),
         ] {
             let e = Config::parse(&format!("{MINIMAL}{extra}")).unwrap_err();

@@ -135,6 +135,8 @@ pub(super) struct RawServer {
     pub(super) max_headers: Option<usize>,
     #[serde(default, with = "duration_text::option")]
     pub(super) shutdown_timeout: Option<Duration>,
+    #[serde(default, with = "duration_text::option")]
+    pub(super) send_timeout: Option<Duration>,
     pub(super) trusted_proxies: Option<Vec<String>>,
 }
 

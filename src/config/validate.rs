@@ -96,6 +96,11 @@ pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
             sv.shutdown_timeout,
             Duration::from_secs(30),
         )?,
+        send_timeout: positive(
+            "server.send_timeout",
+            sv.send_timeout,
+            Duration::from_secs(60),
+        )?,
         trusted_proxies,
     };
 
@@ -109,11 +114,15 @@ pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         upstream_control: raw.identity.upstream_control.unwrap_or(false),
         assertion: assertion_config(&raw.identity, &upstream.url)?,
     };
-    if http::HeaderName::from_bytes(identity.header.as_bytes()).is_err() {
-        return Err(ConfigError::key(
-            "identity.header",
-            format!("not a valid header name: {:?}", identity.header),
-        ));
+    proxy_header("identity.header", &identity.header)?;
+    if let Some(a) = &identity.assertion {
+        proxy_header("identity.assertion_header", &a.header)?;
+        if fold_name(&a.header) == fold_name(&identity.header) {
+            return Err(ConfigError::key(
+                "identity.assertion_header",
+                "must differ from identity.header",
+            ));
+        }
     }
     let auth = auth_config(raw.auth, identity.upstream_control)?;
 
@@ -377,6 +386,69 @@ fn check_redis_url(key: &str, text: &str) -> Result<(), ConfigError> {
         )),
         Err(e) => Err(ConfigError::key(key, format!("not a URL ({e}): {text:?}"))),
     }
+}
+
+/// Headers that describe the message or the connection, that the proxy
+/// writes itself, or that carry cookies: a header the proxy sets for the
+/// application must be none of them (an assertion in `Transfer-Encoding`
+/// would desynchronise the upstream's parser).
+const NOT_FOR_THE_PROXY_TO_SET: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "host",
+    "cookie",
+    "set-cookie",
+    "authorization",
+    "expect",
+    "via",
+];
+
+/// A header name the proxy may set on requests to the application.
+fn proxy_header(key: &str, name: &str) -> Result<(), ConfigError> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(ConfigError::key(
+            key,
+            format!("not a valid header name: {name:?}"),
+        ));
+    }
+    let folded = fold_name(name);
+    let taken = NOT_FOR_THE_PROXY_TO_SET
+        .iter()
+        .chain(crate::forwarded::CLIENT_CLAIMS)
+        .chain(crate::identity::OWN_HEADERS)
+        .chain(["x-cloakroom-login", "x-cloakroom-logout"].iter())
+        .any(|n| fold_name(n) == folded);
+    if taken {
+        return Err(ConfigError::key(
+            key,
+            format!("{name:?} is a header with another meaning (framing, forwarding, cookies or the proxy's own)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Lowercase, with every byte that is not a letter or digit read as `-`
+/// (how CGI-style servers see header names).
+fn fold_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b.to_ascii_lowercase())
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// `identity.assertion_*`: on when `assertion_header` is set; the other

@@ -181,15 +181,16 @@ impl Keys {
     /// first; blank lines and `#` comments are ignored. When the file does
     /// not exist, a new secret is generated and written with mode 0600.
     pub fn load_or_create(path: &Path) -> Result<Keys, KeyError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                create_key_file(path)?;
-                std::fs::read_to_string(path).map_err(KeyError::Io)?
-            }
-            Err(e) => return Err(KeyError::Io(e)),
-        };
+        if !path.exists() {
+            create_key_file(path)?;
+        }
         warn_if_readable_by_others(path);
+        Keys::load(path)
+    }
+
+    /// The keys of an existing key file (what `cloakroom check` reads).
+    pub fn load(path: &Path) -> Result<Keys, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(KeyError::Io)?;
         let secrets = text
             .lines()
             .map(str::trim)

@@ -395,6 +395,26 @@ impl Sessions {
             Write::Create
         };
         let may_write = write == Write::Update || self.fresh_enough(&state.current.id, now);
+        if write == Write::Update && !state.ended && (state.dirty || state.touch) {
+            // Another request may have changed the record meanwhile: this
+            // one's changes go onto the latest copy instead of replacing it
+            // with the copy this request started from.
+            let key = state.current.id.key();
+            match self.store.load_latest(&key, now).await {
+                Ok(Lookup::Live(latest)) => {
+                    let original = state.original.take();
+                    if let Some(mine) = &mut state.current.session {
+                        *mine = merged(latest, original.as_ref(), mine);
+                    }
+                }
+                // Gone meanwhile (logged out, revoked, expired): nothing to update.
+                Ok(_) | Err(StoreError::Corrupt { .. }) => {
+                    state.dirty = false;
+                    state.touch = false;
+                }
+                Err(error) => return Err(error),
+            }
+        }
         if !state.ended && (state.dirty || state.touch) && may_write {
             let in_url = state.current.in_url;
             let client = state.client_ip;
@@ -621,6 +641,55 @@ impl Sessions {
         let now = self.clock.now_ms();
         self.budget.purge(now);
         self.store.purge(now).await
+    }
+}
+
+/// `latest` (the record as stored now) with what this request changed:
+/// every field and value where `mine` differs from `original` (the record
+/// as this request loaded it; none: only "last seen" changed). The
+/// application's values are merged name by name and kept within their
+/// limits: a merge that would break one keeps the latest values.
+fn merged(mut latest: Session, original: Option<&Session>, mine: &Session) -> Session {
+    latest.last_seen = latest.last_seen.max(mine.last_seen);
+    let Some(original) = original else {
+        return latest;
+    };
+    if mine.user != original.user {
+        latest.user.clone_from(&mine.user);
+    }
+    if mine.remember != original.remember {
+        latest.remember = mine.remember;
+    }
+    if mine.client != original.client {
+        latest.client.clone_from(&mine.client);
+    }
+    merge_map(&mut latest.values, &original.values, &mine.values);
+    let mut app = latest.app.clone();
+    merge_map(&mut app, &original.app, &mine.app);
+    if crate::app_values::within_limits(&app) {
+        latest.app = app;
+    } else {
+        tracing::warn!("session values from the application refused: merged with a concurrent change they break a limit");
+    }
+    latest
+}
+
+/// Applies to `into` every entry where `mine` differs from `original`
+/// (set, changed or removed).
+fn merge_map(
+    into: &mut std::collections::BTreeMap<String, String>,
+    original: &std::collections::BTreeMap<String, String>,
+    mine: &std::collections::BTreeMap<String, String>,
+) {
+    for (name, value) in mine {
+        if original.get(name) != Some(value) {
+            into.insert(name.clone(), value.clone());
+        }
+    }
+    for name in original.keys() {
+        if !mine.contains_key(name) {
+            into.remove(name);
+        }
     }
 }
 

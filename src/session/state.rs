@@ -35,6 +35,10 @@ pub struct SessionState {
     /// The user a password login of this request logged in, checked again
     /// after the commit (a reload may have removed them meanwhile).
     password_login: Option<String>,
+    /// The record as loaded, kept when this request first changed it: the
+    /// commit writes only what the request changed onto the latest record
+    /// (a concurrent request's change is not undone).
+    pub(super) original: Option<Session>,
     /// A new session's cookie is to be sent although nothing is stored
     /// (the probe, the proxy's own pages, a login challenge).
     cookie_wanted: bool,
@@ -52,6 +56,7 @@ impl SessionState {
             client_ip: None,
             stand_in: false,
             password_login: None,
+            original: None,
             cookie_wanted: false,
         }
     }
@@ -107,6 +112,9 @@ impl SessionState {
     /// that had nothing stored gets an empty record created at `now`.
     pub fn record_mut(&mut self, now: u64) -> &mut Session {
         self.dirty = true;
+        if self.loaded && self.original.is_none() {
+            self.original = self.current.session.clone();
+        }
         self.current
             .session
             .get_or_insert_with(|| Session::new(now))

@@ -110,6 +110,10 @@ impl FileStore {
 }
 
 impl SessionStore for FileStore {
+    async fn load_latest(&self, key: &SessionKey, now: u64) -> Result<Lookup, StoreError> {
+        self.load(key, now).await
+    }
+
     async fn load(&self, key: &SessionKey, now: u64) -> Result<Lookup, StoreError> {
         Ok(self
             .shared

@@ -129,6 +129,10 @@ pub(crate) fn purge(
 }
 
 impl SessionStore for MemoryStore {
+    async fn load_latest(&self, key: &SessionKey, now: u64) -> Result<Lookup, StoreError> {
+        self.load(key, now).await
+    }
+
     async fn load(&self, key: &SessionKey, now: u64) -> Result<Lookup, StoreError> {
         Ok(self
             .records

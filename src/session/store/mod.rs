@@ -201,6 +201,14 @@ pub trait SessionStore {
         now: u64,
     ) -> impl std::future::Future<Output = Result<Lookup, StoreError>> + Send;
 
+    /// Looks `key` up as `load` does, but past any cache: what a write
+    /// about to merge into the record must start from.
+    fn load_latest(
+        &self,
+        key: &SessionKey,
+        now: u64,
+    ) -> impl std::future::Future<Output = Result<Lookup, StoreError>> + Send;
+
     /// Applies one request's writes.
     fn commit(
         &self,
@@ -253,6 +261,10 @@ macro_rules! each {
 impl SessionStore for Store {
     async fn load(&self, key: &SessionKey, now: u64) -> Result<Lookup, StoreError> {
         each!(self, s => s.load(key, now).await)
+    }
+
+    async fn load_latest(&self, key: &SessionKey, now: u64) -> Result<Lookup, StoreError> {
+        each!(self, s => s.load_latest(key, now).await)
     }
 
     async fn commit(&self, changes: Changes) -> Result<(), StoreError> {

@@ -209,6 +209,14 @@ impl SessionStore for RedisStore {
         Ok(lookup)
     }
 
+    async fn load_latest(&self, key: &SessionKey, now: u64) -> Result<Lookup, StoreError> {
+        let value: Option<Vec<u8>> = self
+            .redis
+            .query(redis::cmd("GET").arg(self.session_key(key)))
+            .await?;
+        self.decode(*key, value, now)
+    }
+
     async fn commit(&self, changes: Changes) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
