@@ -102,6 +102,7 @@ fn stores(c: &mut Criterion) {
                     session: session(),
                     expires_at: NOW + 3_600_000,
                     ends_by: NOW + 3_600_000,
+                    expect_rev: None,
                 }),
                 revoke: None,
             };

@@ -34,9 +34,11 @@ pub async fn answer(
     state: &mut SessionState,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    // The JWKS is a public document for machines (and stays cacheable);
-    // the pages are where a visitor's session starts.
-    if req.uri().path() != JWKS_PATH {
+    // The login and logout pages are where a visitor's session starts (and
+    // URL mode's form target carries one on); the JWKS is a public document
+    // for machines and stays cacheable, and a 404 or 405 starts nothing.
+    let path = req.uri().path();
+    if [LOGIN_PATH, LOGOUT_PATH].contains(&path) || path.starts_with(FORM_PREFIX) {
         state.want_cookie();
     }
     let read = matches!(*req.method(), Method::GET | Method::HEAD);

@@ -207,7 +207,11 @@ async fn respond(
 
     // 5. Access rules: a protected path needs a logged-in session.
     if protected {
-        state.want_cookie();
+        // A browser sent to the login page starts its session here; a 401
+        // for an API client starts nothing.
+        if login::wants_html(&req) {
+            state.want_cookie();
+        }
         return Ok((login::challenge(&req, app.sessions.name()), None));
     }
 

@@ -191,7 +191,9 @@ impl Connection {
                 }
                 let app = app.clone();
                 async move {
-                    let resp = proxy::handle(app, peer, req).await;
+                    // Boxed: the pipeline is a large future, and hyper moves
+                    // the one it is given; a pointer moves for free.
+                    let resp = Box::pin(proxy::handle(app, peer, req)).await;
                     Ok::<_, Infallible>(resp.map(|body| Watched::new(body, busy)))
                 }
             })

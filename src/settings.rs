@@ -74,10 +74,9 @@ impl Settings {
             .map(|cfg| {
                 // A key file that vanishes under a running assertion is not
                 // silently replaced by a new key.
-                let running_file = running
-                    .and_then(|r| r.config.identity.assertion.as_ref())
-                    .map(|a| &a.key_file);
-                Assertion::open(cfg, running_file != Some(&cfg.key_file))
+                // Nor by a new path on reload: a mistyped path would
+                // replace the published keys (create only at start).
+                Assertion::open(cfg, running.is_none())
             })
             .transpose()?;
         let also: Vec<&str> = assertion.iter().map(|a| a.header().as_str()).collect();

@@ -291,6 +291,18 @@ async fn a_key_file_gone_on_reload_is_refused_not_replaced() {
     );
     let after = jwks(&s.proxy).await;
     assert_eq!(after[0].0, before[0].0, "the published key changed");
+
+    // Nor is a new (mistyped) path on reload a reason to make a new key.
+    let elsewhere = s.dir.path().join("typo.key");
+    let text = config_text(&s.upstream, &s.dir).replace("assertion.key", "typo.key");
+    let refused = s
+        .proxy
+        .app
+        .reload(cloakroom::Config::parse(&text))
+        .await
+        .unwrap_err();
+    assert!(refused.contains("missing"), "{refused}");
+    assert!(!elsewhere.exists(), "a new key file was made on reload");
 }
 
 #[tokio::test]

@@ -472,6 +472,10 @@ async fn non_browser_clients_get_401_not_a_redirect() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{accept:?}");
         assert!(headers.get("location").is_none());
         assert!(headers.contains_key("www-authenticate"));
+        assert!(
+            headers.get("set-cookie").is_none(),
+            "a 401 started a session: {accept:?}"
+        );
         assert!(String::from_utf8_lossy(&body).starts_with("401"));
     }
 }

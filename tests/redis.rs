@@ -679,4 +679,38 @@ async fn the_applications_session_values_are_shared_by_the_instances() {
         Some("cart=3&note=hi+there"),
         "B did not see the values A stored"
     );
+
+    // Twenty requests at once, half through each instance, each setting a
+    // name of its own, and ten removing one: every change holds.
+    let cookie = format!("CLOAKROOMSID={}", on_a.session().unwrap());
+    let mut all = Vec::new();
+    for n in 0..30 {
+        let proxy = if n % 2 == 0 { &a } else { &b };
+        let header = if n < 20 {
+            format!("X-Cloakroom-Session-Set:n{n}%3D1")
+        } else if n == 20 {
+            "X-Cloakroom-Session-Unset:cart".to_owned()
+        } else {
+            format!("X-Cloakroom-Session-Set:m{n}%3D1")
+        };
+        let req = Request::get(proxy.url(&format!("/respond-with?h={header}")))
+            .header("cookie", &cookie)
+            .body(empty())
+            .unwrap();
+        all.push(tokio::spawn(async move { send(&http1(), req).await }));
+    }
+    for one in all {
+        assert_eq!(within(one).await.unwrap().0, StatusCode::OK);
+    }
+    on_b.get("/after").await;
+    let seen = fleet.upstream.seen().pop().unwrap();
+    let values: std::collections::BTreeMap<String, String> =
+        url::form_urlencoded::parse(seen.header("x-cloakroom-session").unwrap().as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(values.len(), 1 + 20 + 9, "changes were lost: {values:?}");
+    assert!(
+        !values.contains_key("cart"),
+        "a removed value came back: {values:?}"
+    );
 }

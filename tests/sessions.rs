@@ -60,6 +60,10 @@ async fn anonymous_requests_get_no_session_until_one_is_needed() {
         assert_eq!(issued(&headers), None, "{accept}: a session was issued");
         assert_eq!(headers["cache-control"], "public, max-age=600", "{accept}");
     }
+    // Nor does a 404 under /.cloakroom/.
+    let (status, headers, _) = get(&proxy.url("/.cloakroom/nope")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(issued(&headers), None);
     // The login page does need one.
     let (_, headers, _) = get(&proxy.url("/.cloakroom/login")).await;
     assert!(

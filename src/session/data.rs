@@ -34,6 +34,10 @@ pub struct Session {
     /// a ticket bound to its client, never in a cookie.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub url_mode: bool,
+    /// Incremented by every merged update: a write made from an older
+    /// revision is refused by the store and merged again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rev: u64,
     /// A destroyed session: kept only so that its ID is never honoured
     /// again while it could still pass as newly issued.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -52,6 +56,7 @@ impl Session {
             app: BTreeMap::new(),
             client: None,
             url_mode: false,
+            rev: 0,
             revoked: false,
         }
     }
@@ -85,6 +90,10 @@ impl Session {
     pub fn expired(&self, lifetimes: &Lifetimes, now: u64) -> bool {
         now >= self.expires_at(lifetimes)
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// How long sessions live (`session.idle_timeout`, `absolute_timeout`, `remember_me`).

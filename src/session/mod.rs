@@ -397,23 +397,17 @@ impl Sessions {
         let may_write = write == Write::Update || self.fresh_enough(&state.current.id, now);
         if write == Write::Update && !state.ended && (state.dirty || state.touch) {
             // Another request may have changed the record meanwhile: this
-            // one's changes go onto the latest copy instead of replacing it
-            // with the copy this request started from.
-            let key = state.current.id.key();
-            match self.store.load_latest(&key, now).await {
-                Ok(Lookup::Live(latest)) => {
-                    let original = state.original.take();
-                    if let Some(mine) = &mut state.current.session {
-                        *mine = merged(latest, original.as_ref(), mine);
-                    }
-                }
-                // Gone meanwhile (logged out, revoked, expired): nothing to update.
-                Ok(_) | Err(StoreError::Corrupt { .. }) => {
-                    state.dirty = false;
-                    state.touch = false;
-                }
-                Err(error) => return Err(error),
-            }
+            // one's changes go onto the latest copy (of a known revision,
+            // which the store checks) instead of replacing it with the copy
+            // this request started from.
+            let revoke = changes.revoke.take();
+            let original = state.original.take();
+            let result = self
+                .commit_merged(state, original.as_ref(), revoke, now)
+                .await;
+            state.dirty = false;
+            state.touch = false;
+            return result;
         }
         if !state.ended && (state.dirty || state.touch) && may_write {
             let in_url = state.current.in_url;
@@ -430,6 +424,7 @@ impl Sessions {
                     session: session.clone(),
                     expires_at: session.expires_at(&self.lifetimes),
                     ends_by: session.ends_by(&self.lifetimes),
+                    expect_rev: None,
                 });
             }
         }
@@ -449,6 +444,98 @@ impl Sessions {
         if created {
             self.metrics.session(SessionEvent::Created);
         }
+        if revoked {
+            self.metrics.session(SessionEvent::Revoked);
+        }
+        Ok(())
+    }
+
+    /// Commits an update of a loaded record: merged onto the latest stored
+    /// revision and written only over that revision, merged again when
+    /// another write came first (after a short random pause, so that many
+    /// requests racing on one session take turns; after [`ATTEMPTS`] this
+    /// request's change is dropped and logged rather than written over the
+    /// others').
+    async fn commit_merged(
+        &self,
+        state: &mut SessionState,
+        original: Option<&Session>,
+        mut revoke: Option<Revoke>,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let key = state.current.id.key();
+        let in_url = state.current.in_url;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                let mut r = [0u8; 2];
+                let _ = getrandom::fill(&mut r);
+                let cap = (attempt as u64).min(10) * 1000;
+                let pause = u64::from(u16::from_le_bytes(r)) % cap.max(1);
+                tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+            }
+            let latest = match self.store.load_latest(&key, now).await {
+                Ok(Lookup::Live(latest)) => latest,
+                // Gone meanwhile (logged out, revoked, expired): nothing to
+                // update, but a revocation still happens.
+                Ok(_) | Err(StoreError::Corrupt { .. }) => {
+                    return self.commit_revoke_only(revoke, now).await;
+                }
+                Err(error) => return Err(error),
+            };
+            let Some(mine) = &state.current.session else {
+                return self.commit_revoke_only(revoke, now).await;
+            };
+            let rev = latest.rev;
+            let mut next = merged(latest, original, mine);
+            next.last_seen = next.last_seen.max(now);
+            next.url_mode = in_url;
+            next.rev = rev.wrapping_add(1);
+            let changes = Changes {
+                now,
+                save: Some(Save {
+                    key,
+                    write: Write::Update,
+                    expires_at: next.expires_at(&self.lifetimes),
+                    ends_by: next.ends_by(&self.lifetimes),
+                    session: next.clone(),
+                    expect_rev: Some(rev),
+                }),
+                revoke: revoke.take(),
+            };
+            let revoked = changes.revoke;
+            match self.commit_changes(changes).await {
+                Ok(()) => {
+                    if revoked.is_some() {
+                        self.metrics.session(SessionEvent::Revoked);
+                    }
+                    state.current.session = Some(next);
+                    return Ok(());
+                }
+                Err(StoreError::Conflict) => {
+                    // The revocation (if any) was written with it.
+                    revoke = None;
+                    if revoked.is_some() {
+                        self.metrics.session(SessionEvent::Revoked);
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        tracing::warn!(session = %self.key_hash(&key), "session update dropped: the record kept changing under it");
+        self.commit_revoke_only(revoke, now).await
+    }
+
+    async fn commit_revoke_only(&self, revoke: Option<Revoke>, now: u64) -> Result<(), StoreError> {
+        if revoke.is_none() {
+            return Ok(());
+        }
+        let revoked = revoke.is_some();
+        self.commit_changes(Changes {
+            now,
+            save: None,
+            revoke,
+        })
+        .await?;
         if revoked {
             self.metrics.session(SessionEvent::Revoked);
         }
@@ -643,6 +730,9 @@ impl Sessions {
         self.store.purge(now).await
     }
 }
+
+/// Merges a write may try before it gives up (see `Sessions::commit_merged`).
+const ATTEMPTS: usize = 64;
 
 /// `latest` (the record as stored now) with what this request changed:
 /// every field and value where `mine` differs from `original` (the record

@@ -123,15 +123,17 @@ impl SessionStore for FileStore {
     }
 
     async fn commit(&self, changes: Changes) -> Result<(), StoreError> {
-        memory::apply(
+        let applied = memory::apply(
             &self.shared.records,
             &self.shared.by_user,
             &changes,
             changes.now,
         );
+        // A revocation stands even when the save beside it was refused.
         if let Some(revoke) = &changes.revoke {
             self.write(revoke.key).await?;
         }
+        applied?;
         if let Some(save) = &changes.save {
             self.write(save.key).await?;
         }
@@ -279,6 +281,7 @@ mod tests {
                     session,
                     expires_at: 2_000_000,
                     ends_by: 2_000_000,
+                    expect_rev: None,
                 }),
                 revoke: Some(super::super::Revoke {
                     key: gone,

@@ -57,7 +57,7 @@ pub(crate) fn apply(
     index: &UserIndex,
     changes: &Changes,
     now: u64,
-) {
+) -> Result<(), StoreError> {
     if let Some(revoke) = &changes.revoke {
         records.insert(
             revoke.key,
@@ -72,13 +72,24 @@ pub(crate) fn apply(
             expires_at: save.expires_at,
         };
         match records.entry(save.key) {
-            Entry::Occupied(e) if matches!(e.get(), Record::Revoked { .. }) => return,
+            Entry::Occupied(e) if matches!(e.get(), Record::Revoked { .. }) => return Ok(()),
             // An update writes only over a record still live.
-            Entry::Occupied(e) if save.write == Write::Update && e.get().ended(now) => return,
+            Entry::Occupied(e) if save.write == Write::Update && e.get().ended(now) => {
+                return Ok(())
+            }
+            // ...and, merged onto a revision, only over that revision.
+            Entry::Occupied(e)
+                if save.expect_rev.is_some_and(|rev| match e.get() {
+                    Record::Live { session, .. } => session.rev != rev,
+                    Record::Revoked { .. } => false,
+                }) =>
+            {
+                return Err(StoreError::Conflict)
+            }
             Entry::Occupied(mut e) => {
                 e.insert(record);
             }
-            Entry::Vacant(_) if save.write == Write::Update => return,
+            Entry::Vacant(_) if save.write == Write::Update => return Ok(()),
             Entry::Vacant(e) => {
                 e.insert(record);
             }
@@ -87,6 +98,7 @@ pub(crate) fn apply(
             index.add(user, save.key);
         }
     }
+    Ok(())
 }
 
 /// The live sessions of `user` among `records`.
@@ -141,8 +153,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn commit(&self, changes: Changes) -> Result<(), StoreError> {
-        apply(&self.records, &self.by_user, &changes, changes.now);
-        Ok(())
+        apply(&self.records, &self.by_user, &changes, changes.now)
     }
 
     async fn purge(&self, now: u64) -> Result<usize, StoreError> {

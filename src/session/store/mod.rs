@@ -118,6 +118,10 @@ pub struct Save {
     /// The latest it could ever live, however busy (its absolute limit):
     /// how long indexes that name it must last.
     pub ends_by: u64,
+    /// For an update merged onto the stored record: the revision it was
+    /// merged onto. The store writes it only if the stored record still
+    /// has that revision, else answers [`StoreError::Conflict`].
+    pub expect_rev: Option<u64>,
 }
 
 /// A key to revoke, and how long its tombstone must last.
@@ -162,6 +166,10 @@ pub enum StoreError {
     /// full): the request gets 503 and may be retried.
     #[error("session store unavailable: {0}")]
     Unavailable(#[source] crate::error::BoxError),
+    /// An update merged onto a revision that another write replaced
+    /// meanwhile: merge again (never leaves [`crate::session::Sessions`]).
+    #[error("session record changed meanwhile")]
+    Conflict,
     /// A record did not decode: it is treated as absent (and logged).
     #[error("corrupt session record: {source}")]
     Corrupt {
@@ -373,6 +381,7 @@ pub(crate) mod conformance {
                 session,
                 expires_at,
                 ends_by: expires_at,
+                expect_rev: None,
             }),
             revoke: None,
         }
@@ -417,10 +426,44 @@ pub(crate) mod conformance {
         login_in_one_commit(&make(), t0()).await;
         per_user_index(&make(), t0()).await;
         concurrency(Arc::new(make()), t0()).await;
+        revisions(&make(), t0()).await;
         if !real_clock {
             // Stores that keep no clock of their own are purged by the caller.
             purge(&make()).await;
         }
+    }
+
+    /// An update merged onto a revision is written only over that
+    /// revision; a second one made from the same revision is a conflict.
+    async fn revisions(store: &impl SessionStore, t0: u64) {
+        let key = key();
+        store
+            .commit(save(key, session("alice"), t0 + 60_000))
+            .await
+            .unwrap();
+        let merged = |rev: u64, note: &str| {
+            let mut s = session("alice");
+            s.rev = rev + 1;
+            s.app.insert("note".into(), note.into());
+            let mut changes = update(key, s, t0 + 60_000, t0 + 1);
+            if let Some(save) = &mut changes.save {
+                save.expect_rev = Some(rev);
+            }
+            changes
+        };
+        store.commit(merged(0, "first")).await.unwrap();
+        assert!(
+            matches!(
+                store.commit(merged(0, "stale")).await,
+                Err(StoreError::Conflict)
+            ),
+            "an update from an old revision was written"
+        );
+        let Lookup::Live(s) = store.load_latest(&key, t0 + 2).await.unwrap() else {
+            panic!("the record is gone");
+        };
+        assert_eq!((s.rev, s.app["note"].as_str()), (1, "first"));
+        store.commit(merged(1, "second")).await.unwrap();
     }
 
     async fn save_then_load(store: &impl SessionStore, t0: u64) {
@@ -555,6 +598,7 @@ pub(crate) mod conformance {
                     session: session("alice"),
                     expires_at: t0 + 600_000,
                     ends_by: t0 + 600_000,
+                    expect_rev: None,
                 }),
                 revoke: Some(Revoke {
                     key: old,

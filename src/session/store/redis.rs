@@ -40,7 +40,9 @@ const CACHE_MAX: usize = 200_000;
 
 /// Saves `ARGV[1]` under `KEYS[1]` to expire at `ARGV[2]` (Unix ms),
 /// unless a tombstone stands there; `ARGV[3] = update` writes only over a
-/// record that is there (an expired one Redis has already dropped).
+/// record that is there (an expired one Redis has already dropped), and
+/// with `ARGV[4]` (a revision) only over a record of that revision: else
+/// it answers -1, and the update is merged again.
 const SAVE: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if current and string.sub(current, 1, 11) == '{"revoked":' then
@@ -48,6 +50,17 @@ if current and string.sub(current, 1, 11) == '{"revoked":' then
 end
 if ARGV[3] == 'update' and not current then
   return 0
+end
+if ARGV[4] ~= '' and current then
+  local ok, doc = pcall(cjson.decode, current)
+  local rev = 0
+  if ok and type(doc) == 'table' and type(doc.live) == 'table'
+     and type(doc.live.session) == 'table' and doc.live.session.rev then
+    rev = tonumber(doc.live.session.rev) or 0
+  end
+  if rev ~= tonumber(ARGV[4]) then
+    return -1
+  end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
 return 1
@@ -222,6 +235,7 @@ impl SessionStore for RedisStore {
             return Ok(());
         }
         let mut cmds: Vec<Cmd> = Vec::new();
+        let mut save_at = None;
         let channel = self.channel();
         if let Some(revoke) = &changes.revoke {
             let record = serde_json::to_vec(&Record::Revoked {
@@ -254,7 +268,9 @@ impl SessionStore for RedisStore {
                 .arg(self.session_key(&save.key))
                 .arg(record)
                 .arg(save.expires_at.max(1))
-                .arg(write);
+                .arg(write)
+                .arg(save.expect_rev.map(|r| r.to_string()).unwrap_or_default());
+            save_at = Some(cmds.len());
             cmds.push(eval);
             // The index names a session from its creation (a login) for as
             // long as it could live; updates leave it alone, so a refused
@@ -292,7 +308,12 @@ impl SessionStore for RedisStore {
         for key in &written {
             self.cache.forget(key);
         }
-        outcome?;
+        let replies = outcome?;
+        if let Some(at) = save_at {
+            if matches!(replies.get(at), Some(redis::Value::Int(-1))) {
+                return Err(StoreError::Conflict);
+            }
+        }
         Ok(())
     }
 
