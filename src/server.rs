@@ -272,6 +272,9 @@ struct ActivityShared {
     /// Milliseconds after `opened` of the last sign of life of a request:
     /// its start or end, or a response body asked for more.
     last_progress: AtomicU64,
+    /// Each request in flight's own last sign of life (HTTP/2 carries many:
+    /// one stream left without a window while others move is a stall too).
+    requests: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
     opened: tokio::time::Instant,
 }
 
@@ -282,6 +285,7 @@ impl Default for Activity {
                 in_flight: AtomicUsize::new(0),
                 last_end: AtomicU64::new(u64::MAX),
                 last_progress: AtomicU64::new(0),
+                requests: std::sync::Mutex::new(Vec::new()),
                 opened: tokio::time::Instant::now(),
             }),
         }
@@ -296,7 +300,14 @@ impl Activity {
         // A started request also counts as activity for the idle clock.
         self.shared.mark_end();
         self.shared.mark_progress();
-        Busy(self.shared.clone())
+        let own = Arc::new(AtomicU64::new(self.shared.elapsed_ms()));
+        if let Ok(mut requests) = self.shared.requests.lock() {
+            requests.push(own.clone());
+        }
+        Busy {
+            shared: self.shared.clone(),
+            own,
+        }
     }
 
     /// Resolves once a request has been in flight with no sign of life
@@ -313,8 +324,14 @@ impl Activity {
                 deadline = now + limit;
                 continue;
             }
-            let last =
-                shared.opened + Duration::from_millis(shared.last_progress.load(Ordering::Acquire));
+            // The request that has gone longest without a sign of life.
+            let oldest = shared
+                .requests
+                .lock()
+                .ok()
+                .and_then(|r| r.iter().map(|p| p.load(Ordering::Acquire)).min())
+                .unwrap_or_else(|| shared.last_progress.load(Ordering::Acquire));
+            let last = shared.opened + Duration::from_millis(oldest);
             if now >= last + limit {
                 return;
             }
@@ -352,25 +369,40 @@ impl ActivityShared {
     }
 
     fn mark_progress(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-        self.last_progress.store(ms, Ordering::Release);
+        self.last_progress
+            .store(self.elapsed_ms(), Ordering::Release);
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
     }
 }
 
 /// A request in flight; dropping it ends the request.
-struct Busy(Arc<ActivityShared>);
+struct Busy {
+    shared: Arc<ActivityShared>,
+    /// This request's own last sign of life (ms after the connection opened).
+    own: Arc<AtomicU64>,
+}
 
 impl Watch for Busy {
     fn polled(&mut self) {
-        self.0.mark_progress();
+        let ms = self.shared.elapsed_ms();
+        self.own.store(ms, Ordering::Release);
+        self.shared.last_progress.store(ms, Ordering::Release);
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.mark_end();
-        self.0.mark_progress();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.shared.mark_end();
+        self.shared.mark_progress();
+        if let Ok(mut requests) = self.shared.requests.lock() {
+            if let Some(at) = requests.iter().position(|r| Arc::ptr_eq(r, &self.own)) {
+                requests.swap_remove(at);
+            }
+        }
+        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -424,6 +456,25 @@ mod tests {
         }
         tokio::time::advance(Duration::from_secs(6)).await;
         assert!(idle_now(&mut stalled).await, "not stalled after the limit");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_stalled_stream_among_moving_ones_is_a_stall() {
+        let activity = Activity::default();
+        let limit = Duration::from_secs(5);
+        let stalled = activity.stalled(limit);
+        tokio::pin!(stalled);
+        assert!(!idle_now(&mut stalled).await);
+        let mut moving = activity.begin();
+        let _stuck = activity.begin();
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            moving.polled();
+        }
+        assert!(
+            idle_now(&mut stalled).await,
+            "a stream without progress for 6 s was not noticed"
+        );
     }
 
     #[tokio::test(start_paused = true)]
