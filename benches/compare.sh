@@ -127,11 +127,15 @@ EOF
 }
 cloakroom_conf "$CLK" "" >"$WORK/cloakroom.toml"
 cloakroom_conf "$CLK_URL" "" >"$WORK/cloakroom-url.toml"
+started=$(date +%s%N)
 "$BIN" run --config "$WORK/cloakroom.toml" 2>"$WORK/logs/cloakroom.err" & PIDS+=($!); CLK_PID=$!
 "$BIN" run --config "$WORK/cloakroom-url.toml" 2>"$WORK/logs/cloakroom-url.err" & PIDS+=($!)
 
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
-wait_port "$UP"; wait_port "$NGX"; wait_port "$CLK"; wait_port "$CLK_URL"
+wait_port "$CLK"
+START_MS=$(( ($(date +%s%N) - started) / 1000000 ))
+IDLE_RSS_KB=$(awk '/VmRSS/ { print $2 }' "/proc/$CLK_PID/status")
+wait_port "$UP"; wait_port "$NGX"; wait_port "$CLK_URL"
 
 # Log alice in (the login form's CSRF token and cookie, then the POST).
 login() { # port -> "Cookie: NAME=VALUE"
@@ -222,13 +226,15 @@ session_start();
 readfile(__DIR__ . '/www/dense.html');
 EOF
 PHPOPTS=(-d session.use_cookies=0 -d session.use_only_cookies=0 -d session.save_path="$WORK" -d output_buffering=4096)
-(cd "$WORK" && php "${PHPOPTS[@]}" -d session.use_trans_sid=1 -S "127.0.0.1:$PHP_TS" page.php >/dev/null 2>&1) & PIDS+=($!)
-(cd "$WORK" && php "${PHPOPTS[@]}" -d session.use_trans_sid=0 -S "127.0.0.1:$PHP_PLAIN" page.php >/dev/null 2>&1) & PIDS+=($!)
+(cd "$WORK" && exec php "${PHPOPTS[@]}" -d session.use_trans_sid=1 -S "127.0.0.1:$PHP_TS" page.php >/dev/null 2>&1) & PIDS+=($!)
+(cd "$WORK" && exec php "${PHPOPTS[@]}" -d session.use_trans_sid=0 -S "127.0.0.1:$PHP_PLAIN" page.php >/dev/null 2>&1) & PIDS+=($!)
 wait_port "$PHP_TS"; wait_port "$PHP_PLAIN"
 
-# A cookieless client of cloakroom: the probe's second answer carries the ticket.
-first=$(curl -s -D - -o /dev/null -H 'Accept: text/html' "http://127.0.0.1:$CLK_URL/dense.html" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
-ticket_url=$(curl -s -D - -o /dev/null -H 'Accept: text/html' "http://127.0.0.1:$CLK_URL$first" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+# A cookieless client of cloakroom: the probe's second answer carries the
+# ticket (bound to the client's User-Agent: every client here sends UA).
+UA="compare.sh"
+first=$(curl -s -A "$UA" -D - -o /dev/null -H 'Accept: text/html' "http://127.0.0.1:$CLK_URL/dense.html" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+ticket_url=$(curl -s -A "$UA" -D - -o /dev/null -H 'Accept: text/html' "http://127.0.0.1:$CLK_URL$first" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
 case "$ticket_url" in http*) ;; *) ticket_url="http://127.0.0.1:$CLK_URL$ticket_url" ;; esac
 URL_COOKIE=$(login "$CLK_URL")
 
@@ -236,9 +242,9 @@ URL_COOKIE=$(login "$CLK_URL")
 curl -s -o "$WORK/php-first.html" "http://127.0.0.1:$PHP_TS/page.php"
 php_sid=$(grep -o -m1 'PHPSESSID=[a-z0-9,-]*' "$WORK/php-first.html" | sed -n 1p)
 
-time_pages() { # url [header] -> ms per page (sequential, PAGES times)
+time_pages() { # url [header] -> ms per page (sequential, PAGES times), bytes, IDs in the page
   local url=$1; shift
-  python3 - "$url" "$PAGES" "$@" <<'PY'
+  python3 - "$url" "$PAGES" "User-Agent: $UA" "$@" <<'PY'
 import sys, time, urllib.request
 url, n = sys.argv[1], int(sys.argv[2])
 hdr = dict(h.split(": ", 1) for h in sys.argv[3:])
@@ -248,23 +254,25 @@ def one():
 one()
 t = time.perf_counter()
 for _ in range(n): body = one()
-print(f"{(time.perf_counter() - t) * 1000 / n:.3f} {len(body)}")
+ids = body.count(b"CLOAKROOMSID=") + body.count(b"PHPSESSID=")
+print(f"{(time.perf_counter() - t) * 1000 / n:.3f} {len(body)} {ids}")
 PY
 }
 offsite_ids() { # url [header] -> session IDs found in off-site links
-  curl -s -H 'Accept: text/html' ${2:+-H "$2"} "$1" | grep -o 'https://elsewhere.example[^"]*' | grep -c -E 'PHPSESSID|CLOAKROOMSID' || true
+  curl -s -A "$UA" -H 'Accept: text/html' ${2:+-H "$2"} "$1" | grep -o 'https://elsewhere.example[^"]*' | grep -c -E 'PHPSESSID|CLOAKROOMSID' || true
 }
 : >"$WORK/url.tsv"
 for round in $(seq "$ROUNDS"); do
   read -r php_ts _ < <(time_pages "http://127.0.0.1:$PHP_TS/page.php?$php_sid")
   read -r php_plain _ < <(time_pages "http://127.0.0.1:$PHP_PLAIN/page.php?$php_sid")
-  read -r clk_url _ < <(time_pages "$ticket_url")
+  read -r clk_url _ clk_ids < <(time_pages "$ticket_url")
+  [ "${clk_ids:-0}" -gt 10000 ] || { echo "compare.sh: the URL-mode page was not rewritten ($clk_ids IDs)" >&2; exit 1; }
   read -r clk_cookie _ < <(time_pages "http://127.0.0.1:$CLK_URL/dense.html" "$URL_COOKIE")
   printf '%s\t%s\t%s\t%s\n' "$php_ts" "$php_plain" "$clk_url" "$clk_cookie" >>"$WORK/url.tsv"
 done
 php_leaks=$(offsite_ids "http://127.0.0.1:$PHP_TS/page.php?$php_sid")
 clk_leaks=$(offsite_ids "$ticket_url")
-rewritten() { curl -s -H 'Accept: text/html' "$1" | grep -o -E 'href="[^"]*(PHPSESSID|CLOAKROOMSID)=' | wc -l; }
+rewritten() { curl -s -A "$UA" -H 'Accept: text/html' "$1" | grep -o -E 'href="[^"]*(PHPSESSID|CLOAKROOMSID)=' | wc -l; }
 php_links=$(rewritten "http://127.0.0.1:$PHP_TS/page.php?$php_sid")
 clk_links=$(rewritten "$ticket_url")
 python3 - "$WORK/url.tsv" "$php_leaks" "$clk_leaks" "$php_links" "$clk_links" <<'PY'
@@ -282,4 +290,5 @@ r = [c / p for c, p in zip(clk, php) if p > 0]
 if r: print(f"\nrewriting cost cloakroom / PHP (per round, median): {st.median(r):.2f} ({min(r):.2f}–{max(r):.2f})")
 PY
 echo
+echo "cloakroom start-up (launch to first answer, memory store): ${START_MS} ms; idle RSS: $((IDLE_RSS_KB / 1024)) MiB"
 echo "machine: $(nproc) cores, $(uname -sr); $(date -u +%Y-%m-%d); raw data in $WORK"

@@ -22,5 +22,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Benchmarks run once each as smoke tests, then every test.
-cargo test --locked --bench sessions --bench rewrite
+cargo test --locked --bench sessions --bench rewrite --bench footprint
 cargo test --locked --lib --bins --tests
