@@ -194,13 +194,21 @@ impl Connection {
                     // Boxed: the pipeline is a large future, and hyper moves
                     // the one it is given; a pointer moves for free.
                     let resp = Box::pin(proxy::handle(app, peer, req)).await;
+                    // From here the response is being sent: send_timeout
+                    // applies (not while the request is still arriving or
+                    // the upstream is thinking: upstream.timeout covers that).
+                    busy.responding();
                     Ok::<_, Infallible>(resp.map(|body| Watched::new(body, busy)))
                 }
             })
         };
-        let conn = self
-            .http
-            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = self.http.serve_connection_with_upgrades(
+            TokioIo::new(Writes {
+                inner: stream,
+                activity: activity.shared.clone(),
+            }),
+            service,
+        );
         tokio::pin!(conn);
 
         let cfg = self.app.settings().config.server.clone();
@@ -244,6 +252,76 @@ impl Connection {
     }
 }
 
+/// How many times `server.send_timeout` one HTTP/2 stream may go without
+/// being asked for more while the connection moves (a stream the client
+/// paces with small windows is asked at least once per chunk it receives).
+const STREAM_STALL: u32 = 5;
+
+/// The client side of a connection, noting when a write took bytes.
+struct Writes<I> {
+    inner: I,
+    activity: Arc<ActivityShared>,
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Writes<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> Writes<I> {
+    fn wrote(&self, result: &std::task::Poll<std::io::Result<usize>>) {
+        if matches!(result, std::task::Poll::Ready(Ok(n)) if *n > 0) {
+            let ms = self.activity.elapsed_ms();
+            self.activity.last_write.store(ms, Ordering::Release);
+        }
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Writes<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let result = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&result);
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let result = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&result);
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Sleeps until `at`, or for ever when there is no `at`.
 async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     match at {
@@ -275,6 +353,9 @@ struct ActivityShared {
     /// Each request in flight's own last sign of life (HTTP/2 carries many:
     /// one stream left without a window while others move is a stall too).
     requests: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
+    /// Milliseconds after `opened` of the last write to the client that
+    /// took bytes.
+    last_write: AtomicU64,
     opened: tokio::time::Instant,
 }
 
@@ -286,6 +367,7 @@ impl Default for Activity {
                 last_end: AtomicU64::new(u64::MAX),
                 last_progress: AtomicU64::new(0),
                 requests: std::sync::Mutex::new(Vec::new()),
+                last_write: AtomicU64::new(0),
                 opened: tokio::time::Instant::now(),
             }),
         }
@@ -300,7 +382,8 @@ impl Activity {
         // A started request also counts as activity for the idle clock.
         self.shared.mark_end();
         self.shared.mark_progress();
-        let own = Arc::new(AtomicU64::new(self.shared.elapsed_ms()));
+        // u64::MAX until the response starts (see `Busy::responding`).
+        let own = Arc::new(AtomicU64::new(u64::MAX));
         if let Ok(mut requests) = self.shared.requests.lock() {
             requests.push(own.clone());
         }
@@ -310,32 +393,37 @@ impl Activity {
         }
     }
 
-    /// Resolves once a request has been in flight with no sign of life
-    /// for `limit`: its response is not being read (HTTP/1.1 stops asking
-    /// the body for more when the client does not read; HTTP/2 when the
-    /// client gives no flow-control window), or nothing comes to send.
+    /// Resolves once a response being sent has made no progress: for
+    /// `limit`, its body was not asked for more and nothing at all was
+    /// written to the client (a client that does not read, or an upstream
+    /// that sends nothing); or, on HTTP/2, for [`STREAM_STALL`] times
+    /// `limit` one stream's body was not asked for more while others moved
+    /// (a stream the client gives no window). A request still arriving, or
+    /// waiting for the upstream's answer, is never stalled.
     async fn stalled(&self, limit: Duration) {
         let shared = &self.shared;
         let mut deadline = tokio::time::Instant::now() + limit;
         loop {
             tokio::time::sleep_until(deadline).await;
             let now = tokio::time::Instant::now();
-            if shared.in_flight.load(Ordering::Acquire) == 0 {
+            // The response that has gone longest without being asked for more.
+            let oldest = shared.requests.lock().ok().and_then(|r| {
+                r.iter()
+                    .map(|p| p.load(Ordering::Acquire))
+                    .filter(|&ms| ms != u64::MAX)
+                    .min()
+            });
+            let Some(oldest) = oldest else {
                 deadline = now + limit;
                 continue;
-            }
-            // The request that has gone longest without a sign of life.
-            let oldest = shared
-                .requests
-                .lock()
-                .ok()
-                .and_then(|r| r.iter().map(|p| p.load(Ordering::Acquire)).min())
-                .unwrap_or_else(|| shared.last_progress.load(Ordering::Acquire));
-            let last = shared.opened + Duration::from_millis(oldest);
-            if now >= last + limit {
+            };
+            let at = |ms: u64| shared.opened + Duration::from_millis(ms);
+            let written = shared.last_write.load(Ordering::Acquire);
+            let quiet_since = at(oldest.max(written));
+            if now >= quiet_since + limit || now >= at(oldest) + limit * STREAM_STALL {
                 return;
             }
-            deadline = last + limit;
+            deadline = (quiet_since + limit).min(at(oldest) + limit * STREAM_STALL);
         }
     }
 
@@ -383,6 +471,13 @@ struct Busy {
     shared: Arc<ActivityShared>,
     /// This request's own last sign of life (ms after the connection opened).
     own: Arc<AtomicU64>,
+}
+
+impl Busy {
+    /// The response head is ready: from now on it is being sent.
+    fn responding(&self) {
+        self.own.store(self.shared.elapsed_ms(), Ordering::Release);
+    }
 }
 
 impl Watch for Busy {
@@ -437,6 +532,12 @@ mod tests {
         assert!(idle_now(&mut idle).await, "not idle after `then`");
     }
 
+    /// What the client side's writes would note.
+    fn wrote(activity: &Activity) {
+        let ms = activity.shared.elapsed_ms();
+        activity.shared.last_write.store(ms, Ordering::Release);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_response_nobody_reads_is_stalled_and_a_read_one_is_not() {
         let activity = Activity::default();
@@ -449,6 +550,7 @@ mod tests {
         assert!(!idle_now(&mut stalled).await);
 
         let mut busy = activity.begin();
+        busy.responding();
         for _ in 0..10 {
             tokio::time::advance(Duration::from_secs(3)).await;
             busy.polled();
@@ -459,21 +561,47 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn one_stalled_stream_among_moving_ones_is_a_stall() {
+    async fn a_request_still_arriving_or_waiting_for_the_upstream_is_never_stalled() {
+        let activity = Activity::default();
+        let stalled = activity.stalled(Duration::from_secs(5));
+        tokio::pin!(stalled);
+        assert!(!idle_now(&mut stalled).await);
+        let _uploading = activity.begin();
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert!(
+            !idle_now(&mut stalled).await,
+            "an upload was taken for a stall"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_stream_never_asked_for_more_while_others_move_is_a_stall() {
         let activity = Activity::default();
         let limit = Duration::from_secs(5);
         let stalled = activity.stalled(limit);
         tokio::pin!(stalled);
         assert!(!idle_now(&mut stalled).await);
         let mut moving = activity.begin();
-        let _stuck = activity.begin();
+        moving.responding();
+        let stuck = activity.begin();
+        stuck.responding();
+        // Bytes flow (the other stream): a slow, window-paced stream is
+        // given STREAM_STALL times the limit...
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            moving.polled();
+            wrote(&activity);
+            assert!(!idle_now(&mut stalled).await, "cut while bytes flowed");
+        }
+        // ...then it counts as stalled even so.
         for _ in 0..3 {
             tokio::time::advance(Duration::from_secs(2)).await;
             moving.polled();
+            wrote(&activity);
         }
         assert!(
             idle_now(&mut stalled).await,
-            "a stream without progress for 6 s was not noticed"
+            "a stream without progress for 26 s was not noticed"
         );
     }
 

@@ -369,3 +369,39 @@ async fn a_request_in_flight_does_not_undo_a_concurrent_change() {
         values_seen(&s.upstream)
     );
 }
+
+#[tokio::test]
+async fn parallel_first_values_of_a_new_session_all_stay() {
+    let s = site("app_values = true\ncookieless = false").await;
+    // A new session that holds nothing yet (the login page hands it out).
+    let mut b = Browser::new(&s.proxy);
+    b.get("/.cloakroom/login").await;
+    let cookie = format!("CLOAKROOMSID={}", b.session().unwrap());
+    let mut sets = Vec::new();
+    for n in 0..10 {
+        let (url, cookie) = (
+            s.proxy.url(&respond_with(&[(
+                "X-Cloakroom-Session-Set",
+                &format!("first{n}=1"),
+            )])),
+            cookie.clone(),
+        );
+        sets.push(tokio::spawn(async move {
+            let req = Request::get(url)
+                .header("cookie", cookie)
+                .body(empty())
+                .unwrap();
+            send(&http1(), req).await
+        }));
+    }
+    for set in sets {
+        within(set).await.unwrap();
+    }
+    b.get("/check").await;
+    assert_eq!(
+        values_seen(&s.upstream).len(),
+        10,
+        "{:?}",
+        values_seen(&s.upstream)
+    );
+}

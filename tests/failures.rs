@@ -362,3 +362,37 @@ async fn a_client_that_stops_reading_its_response_is_cut_after_the_send_timeout(
     .await;
     assert!(got < 50_000_000, "the whole body arrived: {got}");
 }
+
+#[tokio::test]
+async fn the_send_timeout_spares_slow_uploads_and_slow_upstreams() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "[server]\nsend_timeout = \"1s\"").await;
+
+    // An upload that takes 2.5 s, arriving steadily.
+    let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let chunks = 25u64;
+    let size = 1000u64;
+    tcp.write_all(
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            chunks * size
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    for c in 0..chunks {
+        let part: Vec<u8> = (c * size..(c + 1) * size).map(pattern).collect();
+        tcp.write_all(&part).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut answer = String::new();
+    within(tcp.read_to_string(&mut answer)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(&format!("{} ", chunks * size)), "{answer}");
+
+    // An upstream that thinks for 2.5 s before answering.
+    let (status, _, body) = within(get(&proxy.url("/slow?ms=2500"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "slow answer");
+}

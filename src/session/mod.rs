@@ -440,7 +440,19 @@ impl Sessions {
                 .is_some_and(|s| s.write == Write::Create),
             changes.revoke.is_some(),
         );
-        self.commit_changes(changes).await?;
+        match self.commit_changes(changes).await {
+            // Parallel first requests of one new session: another made the
+            // record first. This one's changes (all of them: it started
+            // from nothing) are merged onto that record instead.
+            Err(StoreError::Conflict) if created => {
+                if revoked {
+                    self.metrics.session(SessionEvent::Revoked);
+                }
+                let blank = state.current.session.as_ref().map(blank_like);
+                return self.commit_merged(state, blank.as_ref(), None, now).await;
+            }
+            done => done?,
+        }
         if created {
             self.metrics.session(SessionEvent::Created);
         }
@@ -729,6 +741,12 @@ impl Sessions {
         self.budget.purge(now);
         self.store.purge(now).await
     }
+}
+
+/// What a session held before a request created it: nothing (so that
+/// every field and value the request set counts as its change).
+fn blank_like(session: &Session) -> Session {
+    Session::new(session.created)
 }
 
 /// Merges a write may try before it gives up (see `Sessions::commit_merged`).

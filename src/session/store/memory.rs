@@ -86,6 +86,11 @@ pub(crate) fn apply(
             {
                 return Err(StoreError::Conflict)
             }
+            // A create where another request's create (still live) came
+            // first: merge onto it rather than replace it.
+            Entry::Occupied(e) if save.write == Write::Create && !e.get().ended(now) => {
+                return Err(StoreError::Conflict)
+            }
             Entry::Occupied(mut e) => {
                 e.insert(record);
             }

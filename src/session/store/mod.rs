@@ -476,9 +476,16 @@ pub(crate) mod conformance {
             panic!("saved session not live")
         };
         assert_eq!(s, session("alice"), "what was saved comes back whole");
-        // Saving again replaces.
+        // Creating again where a live record is: a conflict (the caller
+        // merges); updating replaces.
+        assert!(matches!(
+            store
+                .commit(save(key, session("mallory"), t0 + 60_000))
+                .await,
+            Err(StoreError::Conflict)
+        ));
         store
-            .commit(save(key, session("bob"), t0 + 60_000))
+            .commit(update(key, session("bob"), t0 + 60_000, t0 + 1))
             .await
             .unwrap();
         let Lookup::Live(s) = store.load(&key, t0 + 2).await.unwrap() else {
@@ -677,7 +684,16 @@ pub(crate) mod conformance {
                 tasks.push(tokio::spawn(async move {
                     let mut s = session(&format!("user{n}"));
                     s.values.insert("round".into(), round.to_string());
-                    store.commit(save(key, s, t0 + 600_000)).await.unwrap();
+                    // The first create wins; the others are told so
+                    // (the caller merges) and write as updates.
+                    match store.commit(save(key, s.clone(), t0 + 600_000)).await {
+                        Ok(()) => {}
+                        Err(StoreError::Conflict) => store
+                            .commit(update(key, s, t0 + 600_000, t0))
+                            .await
+                            .unwrap(),
+                        Err(e) => panic!("{e}"),
+                    }
                     for k in 0..20 {
                         let got = store.load(&key, t0 + k).await.unwrap();
                         let Lookup::Live(got) = got else {

@@ -42,7 +42,8 @@ const CACHE_MAX: usize = 200_000;
 /// unless a tombstone stands there; `ARGV[3] = update` writes only over a
 /// record that is there (an expired one Redis has already dropped), and
 /// with `ARGV[4]` (a revision) only over a record of that revision: else
-/// it answers -1, and the update is merged again.
+/// it answers -1, and the update is merged again. A create where a record
+/// already is (a parallel first request made it) answers -1 too.
 const SAVE: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if current and string.sub(current, 1, 11) == '{"revoked":' then
@@ -50,6 +51,9 @@ if current and string.sub(current, 1, 11) == '{"revoked":' then
 end
 if ARGV[3] == 'update' and not current then
   return 0
+end
+if ARGV[3] == 'create' and current then
+  return -1
 end
 if ARGV[4] ~= '' and current then
   local ok, doc = pcall(cjson.decode, current)
