@@ -481,7 +481,10 @@ impl Busy {
 }
 
 impl Watch for Busy {
-    fn polled(&mut self) {
+    // Progress is data handed on, not being asked: hyper also polls a body
+    // when the connection's task wakes for other reasons (timers), and a
+    // poll that finds nothing from a silent upstream is no progress.
+    fn data(&mut self, _len: usize) {
         let ms = self.shared.elapsed_ms();
         self.own.store(ms, Ordering::Release);
         self.shared.last_progress.store(ms, Ordering::Release);
@@ -553,7 +556,7 @@ mod tests {
         busy.responding();
         for _ in 0..10 {
             tokio::time::advance(Duration::from_secs(3)).await;
-            busy.polled();
+            busy.data(1);
             assert!(!idle_now(&mut stalled).await, "stalled while being read");
         }
         tokio::time::advance(Duration::from_secs(6)).await;
@@ -589,14 +592,14 @@ mod tests {
         // given STREAM_STALL times the limit...
         for _ in 0..10 {
             tokio::time::advance(Duration::from_secs(2)).await;
-            moving.polled();
+            moving.data(1);
             wrote(&activity);
             assert!(!idle_now(&mut stalled).await, "cut while bytes flowed");
         }
         // ...then it counts as stalled even so.
         for _ in 0..3 {
             tokio::time::advance(Duration::from_secs(2)).await;
-            moving.polled();
+            moving.data(1);
             wrote(&activity);
         }
         assert!(

@@ -396,3 +396,36 @@ async fn the_send_timeout_spares_slow_uploads_and_slow_upstreams() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "slow answer");
 }
+
+#[tokio::test]
+async fn an_upstream_silent_after_its_headers_is_cut_after_the_send_timeout() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "[server]\nsend_timeout = \"1s\"").await;
+    // Other traffic meanwhile, on other connections.
+    let busy_url = proxy.url("/elsewhere");
+    let others = tokio::spawn(async move {
+        for _ in 0..40 {
+            get(&busy_url).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    // The download sends its first 64 KiB, then nothing (never released).
+    let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(b"GET /download?bytes=1000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    within(async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    // Cut (within() bounds the wait: nothing else would end it).
+    assert!(got > 0 && got < 1_000_000, "{got} bytes");
+    others.abort();
+}
