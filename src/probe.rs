@@ -70,7 +70,7 @@ impl Probes {
             crate::session::store::SessionKey::from_nonce(tag).hex()
         ));
         redis
-            .admit_in_window(&key, now, WINDOW_MS, MAX_PROBES)
+            .admit_in_window(&key, now, WINDOW_MS, MAX_PROBES, None)
             .await
             .unwrap_or(true)
     }

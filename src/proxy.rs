@@ -448,7 +448,12 @@ async fn keep_upstream_cookies(
     headers: &mut http::HeaderMap,
 ) {
     let now = app.sessions.clock().now_ms();
-    if state.session.is_none() && !app.sessions.may_create_anonymous(peer.addr.ip()).await {
+    if state.session.is_none()
+        && !app
+            .sessions
+            .may_create_anonymous(peer.addr.ip(), &state.id.key())
+            .await
+    {
         tracing::info!(ip = %peer.addr.ip(), "URL-mode cookies not kept: this address made too many new sessions");
         headers.remove(header::SET_COOKIE);
         return;
@@ -517,7 +522,12 @@ async fn keep_app_values(
     match change.and_then(|c| c.apply(&mut values)) {
         Ok(false) => {}
         Ok(true) => {
-            if state.session.is_none() && !app.sessions.may_create_anonymous(peer.addr.ip()).await {
+            if state.session.is_none()
+                && !app
+                    .sessions
+                    .may_create_anonymous(peer.addr.ip(), &state.id.key())
+                    .await
+            {
                 tracing::info!(ip = %peer.addr.ip(), "session values not kept: this address made too many new sessions");
                 return;
             }

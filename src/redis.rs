@@ -36,6 +36,7 @@ pub const RETRY_EVERY: Duration = Duration::from_millis(500);
 const SLIDING_WINDOW: &str = r#"
 local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if ARGV[5] == 'once' and redis.call('ZSCORE', KEYS[1], ARGV[4]) then return 1 end
 if redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
 redis.call('ZADD', KEYS[1], now, ARGV[4])
 redis.call('PEXPIRE', KEYS[1], window)
@@ -273,15 +274,22 @@ impl Redis {
     /// sorted set of at most `limit` times: no edge lets twice the limit
     /// through). Refused events are not counted. Shared limits: the probe
     /// guard, new anonymous records.
+    /// With `once`, the event is named: the same name within the window
+    /// is admitted again without being counted again.
     pub async fn admit_in_window(
         &self,
         key: &str,
         now: u64,
         window_ms: u64,
         limit: u32,
+        once: Option<&str>,
     ) -> Result<bool, RedisError> {
         let mut nonce = [0u8; 8];
         getrandom::fill(&mut nonce).map_err(|_| RedisError::Reply("no randomness"))?;
+        let member = match once {
+            Some(name) => name.to_owned(),
+            None => format!("{now}-{}", u64::from_be_bytes(nonce)),
+        };
         let mut eval = redis::cmd("EVAL");
         eval.arg(SLIDING_WINDOW)
             .arg(1)
@@ -289,7 +297,8 @@ impl Redis {
             .arg(now)
             .arg(window_ms)
             .arg(limit)
-            .arg(format!("{now}-{}", u64::from_be_bytes(nonce)));
+            .arg(member)
+            .arg(if once.is_some() { "once" } else { "each" });
         let admitted: i64 = self.query_once(&eval).await?;
         Ok(admitted == 1)
     }

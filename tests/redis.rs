@@ -583,7 +583,12 @@ async fn the_shared_budget_is_a_sliding_window() {
     let key = redis.key("k");
     let admit = |now| {
         let (redis, key) = (redis.clone(), key.clone());
-        async move { redis.admit_in_window(&key, now, 60_000, 3).await.unwrap() }
+        async move {
+            redis
+                .admit_in_window(&key, now, 60_000, 3, None)
+                .await
+                .unwrap()
+        }
     };
     let t0 = cloakroom::session::data::Clock::new().now_ms();
     assert!(admit(t0).await);

@@ -27,27 +27,33 @@ pub const MAX_TRACKED: usize = 100_000;
 /// Counters of new anonymous records per client address.
 #[derive(Default)]
 pub struct Budget {
-    /// When each address's last records (at most [`PER_ADDRESS`]) were made.
-    spent: DashMap<IpAddr, VecDeque<u64>>,
+    /// When each address's last records (at most [`PER_ADDRESS`]) were
+    /// made, and for which session.
+    spent: DashMap<IpAddr, VecDeque<(u64, [u8; 16])>>,
 }
 
 impl Budget {
-    /// Spends one new record for `ip` at `now`; `false` when none is left.
-    pub fn spend(&self, ip: IpAddr, now: u64) -> bool {
+    /// Spends one new record for `ip` at `now`, for the session `record`;
+    /// `false` when none is left. The same session again within the window
+    /// (parallel first requests of one new session) costs nothing more.
+    pub fn spend(&self, ip: IpAddr, now: u64, record: [u8; 16]) -> bool {
         if !self.spent.contains_key(&ip) && self.spent.len() >= MAX_TRACKED {
             return false;
         }
         let mut times = self.spent.entry(ip).or_default();
         while times
             .front()
-            .is_some_and(|&t| now >= t.saturating_add(WINDOW_MS))
+            .is_some_and(|&(t, _)| now >= t.saturating_add(WINDOW_MS))
         {
             times.pop_front();
+        }
+        if times.iter().any(|&(_, r)| r == record) {
+            return true;
         }
         if times.len() >= PER_ADDRESS as usize {
             return false;
         }
-        times.push_back(now);
+        times.push_back((now, record));
         true
     }
 
@@ -56,7 +62,7 @@ impl Budget {
         self.spent.retain(|_, times| {
             times
                 .back()
-                .is_some_and(|&t| now < t.saturating_add(WINDOW_MS))
+                .is_some_and(|&(t, _)| now < t.saturating_add(WINDOW_MS))
         });
     }
 }
@@ -65,16 +71,42 @@ impl Budget {
 mod tests {
     use super::*;
 
+    /// A new session key each call.
+    fn next() -> [u8; 16] {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&N.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        k
+    }
+
+    #[test]
+    fn the_same_session_is_counted_once() {
+        let b = Budget::default();
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let one = next();
+        for _ in 0..(PER_ADDRESS * 3) {
+            assert!(b.spend(ip, 0, one));
+        }
+        for _ in 1..PER_ADDRESS {
+            assert!(b.spend(ip, 0, next()));
+        }
+        assert!(
+            !b.spend(ip, 0, next()),
+            "the budget was not spent by distinct sessions"
+        );
+    }
+
     #[test]
     fn each_address_gets_a_bounded_number_per_window() {
         let b = Budget::default();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..PER_ADDRESS {
-            assert!(b.spend(ip, 0));
+            assert!(b.spend(ip, 0, next()));
         }
-        assert!(!b.spend(ip, 1));
-        assert!(b.spend("192.0.2.2".parse().unwrap(), 1));
-        assert!(b.spend(ip, WINDOW_MS), "the window passed");
+        assert!(!b.spend(ip, 1, next()));
+        assert!(b.spend("192.0.2.2".parse().unwrap(), 1, next()));
+        assert!(b.spend(ip, WINDOW_MS, next()), "the window passed");
         b.purge(WINDOW_MS * 3);
         assert!(b.spent.is_empty());
     }
@@ -84,13 +116,16 @@ mod tests {
         let b = Budget::default();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         // One early, then the rest just before a fixed window would end...
-        assert!(b.spend(ip, 0));
+        assert!(b.spend(ip, 0, next()));
         for _ in 1..PER_ADDRESS {
-            assert!(b.spend(ip, WINDOW_MS - 10));
+            assert!(b.spend(ip, WINDOW_MS - 10, next()));
         }
         // ...then right after: only the early one's place has come free.
-        assert!(b.spend(ip, WINDOW_MS));
-        assert!(!b.spend(ip, WINDOW_MS + 1));
-        assert!(b.spend(ip, 2 * WINDOW_MS - 10), "a minute after the burst");
+        assert!(b.spend(ip, WINDOW_MS, next()));
+        assert!(!b.spend(ip, WINDOW_MS + 1, next()));
+        assert!(
+            b.spend(ip, 2 * WINDOW_MS - 10, next()),
+            "a minute after the burst"
+        );
     }
 }

@@ -722,15 +722,21 @@ impl Sessions {
     /// record created for it now (see [`budget`]); with a shared store, the
     /// budget is every instance's together. A count that cannot be made
     /// refuses (fails closed).
-    pub async fn may_create_anonymous(&self, ip: IpAddr) -> bool {
+    pub async fn may_create_anonymous(&self, ip: IpAddr, record: &SessionKey) -> bool {
         let ip = crate::forwarded::limit_key(ip);
         let Some(redis) = &self.shared else {
-            return self.budget.spend(ip, self.clock.now_ms());
+            return self.budget.spend(ip, self.clock.now_ms(), *record.bytes());
         };
         let key = redis.key(&format!("budget:{ip}"));
         let now = self.clock.now_ms();
         redis
-            .admit_in_window(&key, now, budget::WINDOW_MS, budget::PER_ADDRESS)
+            .admit_in_window(
+                &key,
+                now,
+                budget::WINDOW_MS,
+                budget::PER_ADDRESS,
+                Some(&record.hex()),
+            )
             .await
             .unwrap_or(false)
     }
