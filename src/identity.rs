@@ -154,7 +154,10 @@ fn fold_byte(b: u8) -> u8 {
     }
 }
 
-fn fold(name: &[u8]) -> Vec<u8> {
+/// `name` lowercase with every byte that is not a letter or digit read as
+/// `-`: how CGI-style servers see a header name (also how the
+/// configuration checks that two names are the same header).
+pub(crate) fn fold(name: &[u8]) -> Vec<u8> {
     name.iter().map(|b| fold_byte(*b)).collect()
 }
 

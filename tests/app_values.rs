@@ -43,6 +43,26 @@ fn values_seen(upstream: &Upstream) -> BTreeMap<String, String> {
     }
 }
 
+/// `count` requests at once with `cookie`, each answered with
+/// `X-Cloakroom-Session-Set: {prefix}N=1`.
+async fn set_at_once(proxy: &Proxy, cookie: &str, prefix: &str, count: usize) {
+    let mut sets = Vec::new();
+    for n in 0..count {
+        let url = proxy.url(&respond_with(&[(
+            "X-Cloakroom-Session-Set",
+            &format!("{prefix}{n}=1"),
+        )]));
+        let req = Request::get(url)
+            .header("cookie", cookie)
+            .body(empty())
+            .unwrap();
+        sets.push(tokio::spawn(async move { send(&http1(), req).await }));
+    }
+    for set in sets {
+        within(set).await.unwrap();
+    }
+}
+
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
@@ -341,26 +361,7 @@ async fn a_request_in_flight_does_not_undo_a_concurrent_change() {
     );
 
     // Concurrent sets of different names all stay.
-    let mut sets = Vec::new();
-    for n in 0..20 {
-        let (url, cookie) = (
-            s.proxy.url(&respond_with(&[(
-                "X-Cloakroom-Session-Set",
-                &format!("n{n}=1"),
-            )])),
-            cookie.clone(),
-        );
-        sets.push(tokio::spawn(async move {
-            let req = Request::get(url)
-                .header("cookie", cookie)
-                .body(empty())
-                .unwrap();
-            send(&http1(), req).await
-        }));
-    }
-    for set in sets {
-        within(set).await.unwrap();
-    }
+    set_at_once(&s.proxy, &cookie, "n", 20).await;
     b.get("/check").await;
     assert_eq!(
         values_seen(&s.upstream).len(),
@@ -377,26 +378,7 @@ async fn parallel_first_values_of_a_new_session_all_stay() {
     let mut b = Browser::new(&s.proxy);
     b.get("/.cloakroom/login").await;
     let cookie = format!("CLOAKROOMSID={}", b.session().unwrap());
-    let mut sets = Vec::new();
-    for n in 0..10 {
-        let (url, cookie) = (
-            s.proxy.url(&respond_with(&[(
-                "X-Cloakroom-Session-Set",
-                &format!("first{n}=1"),
-            )])),
-            cookie.clone(),
-        );
-        sets.push(tokio::spawn(async move {
-            let req = Request::get(url)
-                .header("cookie", cookie)
-                .body(empty())
-                .unwrap();
-            send(&http1(), req).await
-        }));
-    }
-    for set in sets {
-        within(set).await.unwrap();
-    }
+    set_at_once(&s.proxy, &cookie, "first", 10).await;
     b.get("/check").await;
     assert_eq!(
         values_seen(&s.upstream).len(),

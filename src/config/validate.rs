@@ -437,18 +437,8 @@ fn proxy_header(key: &str, name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Lowercase, with every byte that is not a letter or digit read as `-`
-/// (how CGI-style servers see header names).
-fn fold_name(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                char::from(b.to_ascii_lowercase())
-            } else {
-                '-'
-            }
-        })
-        .collect()
+fn fold_name(name: &str) -> Vec<u8> {
+    crate::identity::fold(name.as_bytes())
 }
 
 /// `identity.assertion_*`: on when `assertion_header` is set; the other
