@@ -93,6 +93,7 @@ pub mod load;
 pub mod login;
 pub mod metrics;
 pub mod pages;
+pub mod pool;
 pub mod probe;
 pub mod proxy;
 pub mod redis;

@@ -1,7 +1,9 @@
 //! [`Upstream::forward`]: sends a client's request to the application over a
-//! pooled keep-alive HTTP/1.1 client and relays the answer, tunnelling the
-//! bytes of a protocol upgrade (WebSocket) once both sides agreed to it.
+//! pooled keep-alive HTTP/1.1 connection ([`crate::pool`]) and relays the
+//! answer, tunnelling the bytes of a protocol upgrade (WebSocket) once both
+//! sides agreed to it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -9,21 +11,25 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 
 use crate::body::{self, ProxyBody};
 use crate::config::{ConfigError, UpstreamConfig};
 use crate::error::ProxyError;
 use crate::hop;
+use crate::pool::{Link, Pool, Relayed};
 
 pub use crate::forwarded::Peer;
 
 /// The application behind the proxy and a connection pool to it.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
-    /// The pool's connector, for readiness checks.
+    /// Idle keep-alive connections.
+    pool: Arc<Pool>,
+    /// Makes new connections: TCP, and TLS for `https://`.
     connector: HttpsConnector<HttpConnector>,
+    /// The connector's target: the upstream's scheme and authority.
+    origin: Uri,
     scheme: Scheme,
     authority: Authority,
     /// The upstream URL's path without its trailing slash; prefixed to every path.
@@ -86,29 +92,34 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle)
-            .build(connector.clone());
         let url = &config.url;
         let host = url.host_str().unwrap_or_default();
         let authority = match url.port() {
             Some(port) => format!("{host}:{port}"),
             None => host.to_owned(),
         };
+        let bad_authority = || ConfigError::Key {
+            key: "upstream.url".into(),
+            message: format!("{authority:?} is not a valid host and port"),
+        };
+        let authority: Authority = authority.parse().map_err(|_| bad_authority())?;
+        let scheme = if url.scheme() == "https" {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let origin = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| bad_authority())?;
         Ok(Upstream {
-            client,
+            pool: Pool::new(config.pool_max_idle, config.pool_idle_timeout),
             connector,
-            scheme: if url.scheme() == "https" {
-                Scheme::HTTPS
-            } else {
-                Scheme::HTTP
-            },
-            authority: authority.parse().map_err(|_| ConfigError::Key {
-                key: "upstream.url".into(),
-                message: format!("{authority:?} is not a valid host and port"),
-            })?,
+            origin,
+            scheme,
+            authority,
             prefix: url.path().trim_end_matches('/').to_owned(),
             timeout: config.timeout,
             preserve_host: config.preserve_host,
@@ -119,21 +130,57 @@ impl Upstream {
     /// TCP, and for `https://` the TLS handshake with the certificate
     /// checked (what every forwarded request depends on), but no request.
     pub async fn reachable(&self, wait: Duration) -> bool {
+        matches!(tokio::time::timeout(wait, self.connect()).await, Ok(Ok(_)))
+    }
+
+    /// A new connection to the upstream (TCP, and TLS for `https://`),
+    /// within `upstream.connect_timeout`.
+    async fn connect(&self) -> Result<Link, ProxyError> {
         use tower_service::Service;
-        let Ok(uri) = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query("/")
-            .build()
-        else {
-            return false;
-        };
         let mut connector = self.connector.clone();
-        let connect = async move {
-            futures_util::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
-            connector.call(uri).await
-        };
-        matches!(tokio::time::timeout(wait, connect).await, Ok(Ok(_)))
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(ProxyError::UpstreamConnect)?;
+        let io = connector
+            .call(self.origin.clone())
+            .await
+            .map_err(ProxyError::UpstreamConnect)?;
+        Link::open(io)
+            .await
+            .map_err(|e| ProxyError::UpstreamConnect(e.into()))
+    }
+
+    /// Sends `req` on an idle connection, or a new one, and returns the
+    /// response head with the connection that carries its body. A request
+    /// that never left because a pooled connection had just closed is sent
+    /// again on another.
+    async fn send(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Link), ProxyError> {
+        loop {
+            let (mut link, pooled) = match self.pool.checkout().await {
+                Some(link) => (link, true),
+                None => (self.connect().await?, false),
+            };
+            match link.send(req).await {
+                Ok(resp) => return Ok((resp, link)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if pooled => req = unsent,
+                    _ => return Err(ProxyError::UpstreamFailed(e.into_error().into())),
+                },
+            }
+        }
+    }
+
+    /// Sends an upgrade request on a connection of its own, which runs in
+    /// its own task so that the tunnel can take it over after a 101.
+    async fn send_upgrade(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+        let mut sender = self.connect().await?.spawn_with_upgrades();
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| ProxyError::UpstreamFailed(e.into()))
     }
 
     /// Sends `req` upstream and returns the upstream's response head with its
@@ -157,12 +204,19 @@ impl Upstream {
         let slot = req.extensions_mut().remove::<TunnelSlot>();
         let outgoing = self.prepare(req, peer, upgrade)?;
 
-        let sent = self.client.request(outgoing);
-        let mut resp = match tokio::time::timeout(self.timeout, sent).await {
-            Err(_) => return Err(ProxyError::UpstreamTimeout(self.timeout)),
-            Ok(Err(e)) if e.is_connect() => return Err(ProxyError::UpstreamConnect(e.into())),
-            Ok(Err(e)) => return Err(ProxyError::UpstreamFailed(e.into())),
-            Ok(Ok(resp)) => resp,
+        let mut resp = if client_side.is_some() {
+            match tokio::time::timeout(self.timeout, self.send_upgrade(outgoing)).await {
+                Err(_) => return Err(ProxyError::UpstreamTimeout(self.timeout)),
+                Ok(result) => result?.map(body::boxed),
+            }
+        } else {
+            match tokio::time::timeout(self.timeout, self.send(outgoing)).await {
+                Err(_) => return Err(ProxyError::UpstreamTimeout(self.timeout)),
+                Ok(result) => {
+                    let (resp, link) = result?;
+                    resp.map(|body| body::boxed(Relayed::new(body, link, &self.pool)))
+                }
+            }
         };
 
         // RFC 9110 §6.2: an intermediary answers in its own version (an
@@ -184,7 +238,7 @@ impl Upstream {
             tokio::spawn(tunnel(client_side, upstream_side, slot, ends));
             hop::set_upgrade(resp.headers_mut(), protocol);
         }
-        Ok(resp.map(body::boxed))
+        Ok(resp)
     }
 
     /// Rewrites the client's request into the one the upstream gets.

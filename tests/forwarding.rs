@@ -396,3 +396,115 @@ async fn an_http10_upstreams_answer_reaches_an_http11_client_in_http11_and_keeps
         assert!(text.starts_with("HTTP/1.1 200 OK"), "request {n}: {text}");
     }
 }
+
+#[tokio::test]
+async fn one_upstream_connection_carries_answers_of_every_shape_in_turn() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+    let client = http1();
+
+    let (status, _, body) = get(&proxy.url("/first")).await;
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::OK, &b"hello from upstream"[..])
+    );
+    let head = Request::head(proxy.url("/head")).body(empty()).unwrap();
+    assert_eq!(send(&client, head).await.0, StatusCode::OK);
+    for status in [204, 304] {
+        let (got, _, body) = get(&proxy.url(&format!("/respond-with?status={status}"))).await;
+        assert_eq!(got.as_u16(), status);
+        assert!(body.is_empty());
+    }
+    let post = Request::post(proxy.url("/posted"))
+        .body(full(b"a body".to_vec()))
+        .unwrap();
+    assert_eq!(send(&client, post).await.2, "hello from upstream");
+    let (status, _, body) = get(&proxy.url("/last")).await;
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::OK, &b"hello from upstream"[..])
+    );
+
+    assert_eq!(upstream.seen().len(), 6);
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "each answer read to its end frees the connection"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_abandoned_midway_closes_its_upstream_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+    get(&proxy.url("/warm")).await;
+    assert_eq!(upstream.connections(), 1);
+
+    // The client reads the head and the first chunk of a large download,
+    // then goes away.
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(b"GET /download?bytes=1000000 HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 16 * 1024];
+    let read = within(tcp.read(&mut buf)).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..read]).starts_with("HTTP/1.1 200"));
+    drop(tcp);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    upstream.release_download();
+
+    // The rest of that download must not reach the next request.
+    for n in 0..3 {
+        let (status, _, body) = get(&proxy.url(&format!("/after/{n}"))).await;
+        assert_eq!(
+            (status, &body[..]),
+            (StatusCode::OK, &b"hello from upstream"[..])
+        );
+    }
+    assert_eq!(upstream.connections(), 2);
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_idle_or_says_close_costs_no_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An application that answers one request per connection, keeps it
+    // open a little, then closes it without saying so.
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = app.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            });
+        }
+    });
+    let proxy = Proxy::start_url(&format!("http://{app_addr}"), "", "").await;
+    for n in 0..4 {
+        let (status, _, body) = get(&proxy.url(&format!("/p/{n}"))).await;
+        assert_eq!(
+            (status, &body[..]),
+            (StatusCode::OK, &b"ok"[..]),
+            "request {n}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
+
+    // An answer that says `Connection: close` is not pooled either.
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+    for n in 0..3 {
+        let (status, _, _) = get(&proxy.url("/respond-with?h=connection:close")).await;
+        assert_eq!(status, StatusCode::OK, "request {n}");
+    }
+    assert_eq!(upstream.connections(), 3);
+}

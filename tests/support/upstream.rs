@@ -89,6 +89,8 @@ impl UpstreamState {
 #[derive(Default)]
 struct UpstreamState {
     seen: Mutex<Vec<Seen>>,
+    /// Connections accepted so far.
+    connections: std::sync::atomic::AtomicUsize,
     /// `/upload` signals here when the first body bytes have arrived.
     upload_started: Notify,
     /// `/download` waits here after its first chunk.
@@ -124,6 +126,9 @@ impl Upstream {
                     continue;
                 };
                 let state = shared.clone();
+                state
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| route(state.clone(), req));
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -139,6 +144,13 @@ impl Upstream {
     /// Everything recorded so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
+    }
+
+    /// How many connections the proxy has opened to this upstream.
+    pub fn connections(&self) -> usize {
+        self.state
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The only request recorded so far.

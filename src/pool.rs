@@ -1,0 +1,280 @@
+//! The upstream connection pool: idle HTTP/1.1 connections to the
+//! application, each one driven by whoever is waiting on it.
+//!
+//! hyper-util's pooled client runs every connection in a task of its own and
+//! hands each request over through channels, which costs several task
+//! wake-ups per request, often across threads. Here a [`Link`] (hyper's
+//! `client::conn::http1` sender and its connection) is polled by the
+//! request's own task while the response head is awaited, then by whoever
+//! reads the response body ([`Relayed`]). A link whose response was read to
+//! its end goes back to the [`Pool`]; one abandoned mid-message is closed,
+//! so no answer is ever read by the wrong request.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::{http1, TrySendError};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// A connection to the upstream: plain TCP or TLS.
+pub type Io = hyper_rustls::MaybeHttpsStream<TokioIo<TcpStream>>;
+
+/// One HTTP/1.1 connection to the upstream, not yet or no longer running in
+/// a task of its own: it makes progress only while it is polled.
+pub struct Link {
+    sender: http1::SendRequest<Incoming>,
+    /// None once the connection has closed or failed. It is dropped then:
+    /// a request still queued on it comes back to its sender unsent.
+    conn: Option<http1::Connection<Io, Incoming>>,
+}
+
+impl Link {
+    /// The HTTP/1.1 client side of a fresh connection.
+    pub async fn open(io: Io) -> hyper::Result<Link> {
+        let (sender, conn) = http1::handshake(io).await?;
+        Ok(Link {
+            sender,
+            conn: Some(conn),
+        })
+    }
+
+    /// Reads and writes what is due on the connection; drops it once it
+    /// has ended.
+    fn poll_conn(&mut self, cx: &mut Context<'_>) {
+        if let Some(conn) = &mut self.conn {
+            if Pin::new(conn).poll(cx).is_ready() {
+                self.conn = None;
+            }
+        }
+    }
+
+    fn closed(&self) -> bool {
+        self.conn.is_none()
+    }
+
+    /// Whether a new request can go out on this link now: the connection is
+    /// open and between messages. Polling it first notices an upstream that
+    /// closed the idle connection.
+    fn usable(&mut self, cx: &mut Context<'_>) -> bool {
+        self.poll_conn(cx);
+        !self.closed() && self.sender.is_ready()
+    }
+
+    /// Sends `req` and drives the connection until the response head is in.
+    /// A request that never left (the connection had closed) comes back in
+    /// the error, to be sent on another link.
+    pub async fn send(
+        &mut self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<Incoming>>> {
+        let mut response = pin!(self.sender.try_send_request(req));
+        poll_fn(|cx| {
+            // The connection first: it writes the request and reads the
+            // head that the response future then finds ready.
+            self.poll_conn(cx);
+            response.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Hands the connection to a task of its own, with protocol upgrades
+    /// (a WebSocket tunnel outlives the response that opened it).
+    pub fn spawn_with_upgrades(self) -> http1::SendRequest<Incoming> {
+        if let Some(conn) = self.conn {
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+            });
+        }
+        self.sender
+    }
+}
+
+/// Idle links to one upstream, newest last.
+pub struct Pool {
+    idle: Mutex<VecDeque<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    /// A task closes links idle for longer than `idle_timeout`.
+    reaping: AtomicBool,
+}
+
+struct Idle {
+    link: Link,
+    since: Instant,
+}
+
+impl Pool {
+    /// A pool keeping at most `max_idle` idle links, each for at most
+    /// `idle_timeout`.
+    pub fn new(max_idle: usize, idle_timeout: Duration) -> Arc<Pool> {
+        Arc::new(Pool {
+            idle: Mutex::new(VecDeque::new()),
+            max_idle,
+            idle_timeout,
+            reaping: AtomicBool::new(false),
+        })
+    }
+
+    /// The most recently used idle link that is still open, if any.
+    pub async fn checkout(&self) -> Option<Link> {
+        loop {
+            let mut link = self.take()?;
+            if poll_fn(|cx| Poll::Ready(link.usable(cx))).await {
+                return Some(link);
+            }
+        }
+    }
+
+    fn take(&self) -> Option<Link> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(entry) = idle.pop_back() {
+            if entry.since.elapsed() < self.idle_timeout {
+                return Some(entry.link);
+            }
+            // Everything older is older still.
+            idle.clear();
+        }
+        None
+    }
+
+    /// Keeps `link` for the next request, unless the pool is full.
+    fn put(self: &Arc<Pool>, link: Link) {
+        if self.max_idle == 0 {
+            return;
+        }
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() >= self.max_idle {
+                idle.pop_front();
+            }
+            idle.push_back(Idle {
+                link,
+                since: Instant::now(),
+            });
+        }
+        if !self.reaping.swap(true, Ordering::Relaxed) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(reap(Arc::downgrade(self)));
+            }
+        }
+    }
+
+    /// Closes idle links older than the idle timeout.
+    fn expire(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let limit = self.idle_timeout;
+        idle.retain(|entry| entry.since.elapsed() < limit);
+    }
+
+    /// How many links are idle now.
+    pub fn idle(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Runs while the pool exists: idle links are closed once they are too old
+/// even when no request comes to notice.
+async fn reap(pool: Weak<Pool>) {
+    let every = match pool.upgrade() {
+        Some(pool) => (pool.idle_timeout / 2).max(Duration::from_millis(100)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        match pool.upgrade() {
+            Some(pool) => pool.expire(),
+            None => return,
+        }
+    }
+}
+
+/// A response body from the upstream that drives its link as it is read
+/// and returns the link to the pool once the body has reached its end.
+pub struct Relayed {
+    body: Incoming,
+    link: Option<Link>,
+    pool: Weak<Pool>,
+}
+
+impl Relayed {
+    pub fn new(body: Incoming, link: Link, pool: &Arc<Pool>) -> Relayed {
+        Relayed {
+            body,
+            link: Some(link),
+            pool: Arc::downgrade(pool),
+        }
+    }
+
+    /// The body is complete: let the connection finish the message, then
+    /// pool it if it is ready for another.
+    fn release(&mut self, cx: &mut Context<'_>) {
+        let Some(mut link) = self.link.take() else {
+            return;
+        };
+        link.poll_conn(cx);
+        if link.closed() || link.sender.is_closed() {
+            return;
+        }
+        if let Some(pool) = self.pool.upgrade() {
+            pool.put(link);
+        }
+    }
+}
+
+impl Body for Relayed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
+        if frame.is_pending() {
+            if let Some(link) = &mut this.link {
+                // Reads the next bytes into the body.
+                link.poll_conn(cx);
+                frame = Pin::new(&mut this.body).poll_frame(cx);
+            }
+        }
+        match &frame {
+            Poll::Ready(None) => this.release(cx),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(cx),
+            // A broken body: the link is not reused.
+            Poll::Ready(Some(Err(_))) => this.link = None,
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        // A body with nothing to read (HEAD, 204, 304, an empty body) may be
+        // dropped unread; its link is still good. One dropped mid-message
+        // is closed with it.
+        if self.link.is_some() && self.body.is_end_stream() {
+            self.release(&mut Context::from_waker(Waker::noop()));
+        }
+    }
+}
