@@ -416,7 +416,7 @@ impl Sessions {
                 session.last_seen = session.last_seen.max(now);
                 session.url_mode = in_url;
                 if write == Write::Create && session.client.is_none() {
-                    session.client = client.map(|ip| ip.to_string());
+                    session.client = client;
                 }
                 changes.save = Some(Save {
                     key: state.current.id.key(),

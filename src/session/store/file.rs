@@ -27,7 +27,7 @@ pub struct FileStore {
 
 struct Shared {
     dir: PathBuf,
-    records: DashMap<SessionKey, Record>,
+    records: memory::Records,
     by_user: UserIndex,
     /// Serializes writes. A tokio mutex, since it is held across the
     /// blocking write that runs on the blocking pool.
@@ -69,7 +69,7 @@ impl FileStore {
                     if let Some(user) = record.user() {
                         by_user.add(user, key);
                     }
-                    records.insert(key, record);
+                    records.insert(key, Box::new(record));
                 }
                 Err(error) => {
                     corrupt += 1;

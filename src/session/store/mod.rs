@@ -41,10 +41,13 @@ use super::data::Session;
 /// from a verified [`super::id::SessionId`] (or read back from the store's
 /// own records), never from client bytes, so no store is ever asked about
 /// an ID this proxy did not sign.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionKey([u8; 16]);
 
 impl SessionKey {
+    pub(crate) const MIN: SessionKey = SessionKey([0; 16]);
+    pub(crate) const MAX: SessionKey = SessionKey([0xff; 16]);
+
     pub(crate) fn from_nonce(nonce: [u8; 16]) -> SessionKey {
         SessionKey(nonce)
     }
