@@ -7,8 +7,10 @@
 //! `client::conn::http1` sender and its connection) is polled by the
 //! request's own task while the response head is awaited, then by whoever
 //! reads the response body ([`Relayed`]). A link whose response was read to
-//! its end goes back to the [`Pool`]; one abandoned mid-message is closed,
-//! so no answer is ever read by the wrong request.
+//! its end goes back to the [`Pool`] if its request had been sent whole by
+//! then (as nginx judges it); one abandoned mid-message, or answered before
+//! its request body was through, is closed. A pooled link is checked for
+//! unread bytes and for the upstream's close before it carries a request.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -28,13 +30,73 @@ use tokio::net::TcpStream;
 /// A connection to the upstream: plain TCP or TLS.
 pub type Io = hyper_rustls::MaybeHttpsStream<TokioIo<TcpStream>>;
 
+/// A request body on its way upstream (the client's), which notes when the
+/// connection has taken all of it.
+pub struct Outgoing {
+    /// `None`: no body (a request sent again; see [`Outgoing::empty`]).
+    body: Option<Incoming>,
+    /// Set at the body's end; `None` for a body that was empty from the start.
+    taken: Option<Arc<AtomicBool>>,
+}
+
+impl Outgoing {
+    pub fn new(body: Incoming) -> Outgoing {
+        let taken = (!body.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+        Outgoing {
+            body: Some(body),
+            taken,
+        }
+    }
+
+    /// No body at all.
+    pub fn empty() -> Outgoing {
+        Outgoing {
+            body: None,
+            taken: None,
+        }
+    }
+}
+
+impl Body for Outgoing {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let Some(body) = &mut self.body else {
+            return Poll::Ready(None);
+        };
+        let frame = Pin::new(&mut *body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || body.is_end_stream() {
+            if let Some(taken) = &self.taken {
+                taken.store(true, Ordering::Release);
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
 /// One HTTP/1.1 connection to the upstream, not yet or no longer running in
 /// a task of its own: it makes progress only while it is polled.
 pub struct Link {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<Outgoing>,
     /// None once the connection has closed or failed. It is dropped then:
     /// a request still queued on it comes back to its sender unsent.
-    conn: Option<http1::Connection<Io, Incoming>>,
+    conn: Option<http1::Connection<Io, Outgoing>>,
+    /// The body of the request in flight, if it had one.
+    body_taken: Option<Arc<AtomicBool>>,
 }
 
 impl Link {
@@ -44,6 +106,7 @@ impl Link {
         Ok(Link {
             sender,
             conn: Some(conn),
+            body_taken: None,
         })
     }
 
@@ -61,6 +124,14 @@ impl Link {
         self.conn.is_none()
     }
 
+    /// Whether the connection has taken the whole body of the request in
+    /// flight (always, for a request without one).
+    fn request_sent(&self) -> bool {
+        self.body_taken
+            .as_ref()
+            .is_none_or(|taken| taken.load(Ordering::Acquire))
+    }
+
     /// Whether a new request can go out on this link now: the connection is
     /// open and between messages. Polling it first notices an upstream that
     /// closed the idle connection.
@@ -74,8 +145,9 @@ impl Link {
     /// the error, to be sent on another link.
     pub async fn send(
         &mut self,
-        req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<Incoming>>> {
+        req: Request<Outgoing>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<Outgoing>>> {
+        self.body_taken.clone_from(&req.body().taken);
         let mut response = pin!(self.sender.try_send_request(req));
         poll_fn(|cx| {
             // The connection first: it writes the request and reads the
@@ -88,7 +160,7 @@ impl Link {
 
     /// Hands the connection to a task of its own, with protocol upgrades
     /// (a WebSocket tunnel outlives the response that opened it).
-    pub fn spawn_with_upgrades(self) -> http1::SendRequest<Incoming> {
+    pub fn spawn_with_upgrades(self) -> http1::SendRequest<Outgoing> {
         if let Some(conn) = self.conn {
             tokio::spawn(async move {
                 if let Err(e) = conn.with_upgrades().await {
@@ -217,11 +289,16 @@ impl Relayed {
     }
 
     /// The body is complete: let the connection finish the message, then
-    /// pool it if it is ready for another.
+    /// pool it if it is ready for another. An answer that ended before its
+    /// request's body was through leaves the rest of that body between the
+    /// two: the link is closed, never reused.
     fn release(&mut self, cx: &mut Context<'_>) {
         let Some(mut link) = self.link.take() else {
             return;
         };
+        if !link.request_sent() {
+            return;
+        }
         link.poll_conn(cx);
         if link.closed() || link.sender.is_closed() {
             return;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -18,7 +18,7 @@ use crate::body::{self, ProxyBody};
 use crate::config::{ConfigError, UpstreamConfig};
 use crate::error::ProxyError;
 use crate::hop;
-use crate::pool::{Link, Pool, Relayed};
+use crate::pool::{Link, Outgoing, Pool, Relayed};
 
 pub use crate::forwarded::Peer;
 
@@ -30,7 +30,6 @@ pub struct Upstream {
     connector: HttpsConnector<HttpConnector>,
     /// The connector's target: the upstream's scheme and authority.
     origin: Uri,
-    scheme: Scheme,
     authority: Authority,
     /// The upstream URL's path without its trailing slash; prefixed to every path.
     prefix: String,
@@ -118,7 +117,6 @@ impl Upstream {
             pool: Pool::new(config.pool_max_idle, config.pool_idle_timeout),
             connector,
             origin,
-            scheme,
             authority,
             prefix: url.path().trim_end_matches('/').to_owned(),
             timeout: config.timeout,
@@ -151,22 +149,35 @@ impl Upstream {
     }
 
     /// Sends `req` on an idle connection, or a new one, and returns the
-    /// response head with the connection that carries its body. A request
-    /// that never left because a pooled connection had just closed is sent
-    /// again on another.
+    /// response head with the connection that carries its body.
+    ///
+    /// A pooled connection can close just as a request goes out on it (the
+    /// upstream's keep-alive timeout, a restart). A request that never left
+    /// is sent again on another connection; so is a bodiless `GET`, `HEAD`
+    /// or `OPTIONS` that left but got no answer, on a new connection (as
+    /// nginx does for idempotent requests). Anything else gets the error.
     async fn send(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<Outgoing>,
     ) -> Result<(Response<Incoming>, Link), ProxyError> {
         loop {
             let (mut link, pooled) = match self.pool.checkout().await {
                 Some(link) => (link, true),
                 None => (self.connect().await?, false),
             };
+            let again = pooled.then(|| replayable(&req)).flatten();
             match link.send(req).await {
                 Ok(resp) => return Ok((resp, link)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if pooled => req = unsent,
+                Err(mut e) => match (e.take_message(), again) {
+                    (Some(unsent), _) if pooled => req = unsent,
+                    (_, Some(again)) => {
+                        tracing::debug!(error = %e.error(), "pooled upstream connection failed; sending again");
+                        let mut link = self.connect().await?;
+                        return match link.send(again).await {
+                            Ok(resp) => Ok((resp, link)),
+                            Err(e) => Err(ProxyError::UpstreamFailed(e.into_error().into())),
+                        };
+                    }
                     _ => return Err(ProxyError::UpstreamFailed(e.into_error().into())),
                 },
             }
@@ -175,7 +186,7 @@ impl Upstream {
 
     /// Sends an upgrade request on a connection of its own, which runs in
     /// its own task so that the tunnel can take it over after a 101.
-    async fn send_upgrade(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    async fn send_upgrade(&self, req: Request<Outgoing>) -> Result<Response<Incoming>, ProxyError> {
         let mut sender = self.connect().await?.spawn_with_upgrades();
         sender
             .send_request(req)
@@ -202,7 +213,7 @@ impl Upstream {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let slot = req.extensions_mut().remove::<TunnelSlot>();
-        let outgoing = self.prepare(req, peer, upgrade)?;
+        let outgoing = self.prepare(req, peer, upgrade)?.map(Outgoing::new);
 
         let mut resp = if client_side.is_some() {
             match tokio::time::timeout(self.timeout, self.send_upgrade(outgoing)).await {
@@ -283,8 +294,9 @@ impl Upstream {
         Ok(Request::from_parts(parts, body))
     }
 
-    /// The absolute URI on the upstream: its scheme and authority, its path
-    /// prefix, then the client's path and query exactly as sent.
+    /// The request target on the upstream in origin form (RFC 9112 §3.2.1;
+    /// the authority goes in `Host`): the upstream's path prefix, then the
+    /// client's path and query exactly as sent.
     fn target(&self, client: &Uri) -> Result<Uri, ProxyError> {
         let pq = client
             .path_and_query()
@@ -304,13 +316,25 @@ impl Upstream {
             PathAndQuery::try_from(format!("{}{pq}", self.prefix))
                 .map_err(|_| ProxyError::BadRequest("bad request target\n"))?
         };
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| ProxyError::BadRequest("bad request target\n"))
+        Ok(Uri::from(path_and_query))
     }
+}
+
+/// A copy of `req` to send again if the connection it goes out on fails
+/// before any answer: only for requests that are safe to repeat and carry
+/// no body (which would be gone by then).
+fn replayable(req: &Request<Outgoing>) -> Option<Request<Outgoing>> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || !hyper::body::Body::is_end_stream(req.body())
+    {
+        return None;
+    }
+    let mut again = Request::new(Outgoing::empty());
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    Some(again)
 }
 
 /// HTTP/2 clients may split `Cookie` into several fields; an HTTP/1.1

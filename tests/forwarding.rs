@@ -508,3 +508,180 @@ async fn an_upstream_that_closes_idle_or_says_close_costs_no_request() {
     }
     assert_eq!(upstream.connections(), 3);
 }
+
+/// One request read off a raw connection: its request line, or `None` at
+/// the end of the stream. The body (by `Content-Length`) is read too.
+async fn read_request(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tcp.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let mut chunk = [0u8; 4096];
+        let n = tcp.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    buf.drain(..head_end + length);
+    Some(head.lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn an_answer_that_ends_before_its_request_body_never_lends_its_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An application that answers a POST before its body is in, then reads
+    // the body and sends an answer nobody asked for.
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = app.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let at = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..at]).into_owned();
+                    buf.drain(..at);
+                    if head.starts_with("POST /early") {
+                        let _ = tcp
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+                            .await;
+                        while buf.len() < 5 {
+                            match tcp.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..5);
+                        let _ = tcp
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nSet-Cookie: app=INJECTED\r\n\r\nINJECTED")
+                            .await;
+                    } else {
+                        let _ = tcp
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = Proxy::start_url(&format!("http://{app_addr}"), "", "").await;
+
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(b"POST /early HTTP/1.1\r\nHost: app.example\r\nContent-Length: 5\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !got.ends_with(b"early") {
+        let n = within(tcp.read(&mut chunk)).await.unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    tcp.write_all(b"hello").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    for n in 0..3 {
+        let (status, headers, body) = get(&proxy.url(&format!("/victim/{n}"))).await;
+        assert_eq!(
+            (status, &body[..]),
+            (StatusCode::OK, &b"ok"[..]),
+            "request {n}"
+        );
+        assert!(
+            headers.get("set-cookie").is_none(),
+            "request {n}: {headers:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_pooled_connection_lost_under_a_request_sends_a_get_again_but_never_a_post() {
+    use tokio::io::AsyncWriteExt;
+    // An application that answers one request per connection and closes
+    // the connection on reading the next, as one that hit its keep-alive
+    // timeout just then.
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app.local_addr().unwrap();
+    let arrived = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = arrived.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = app.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let Some(line) = read_request(&mut tcp, &mut buf).await else {
+                    return;
+                };
+                log.lock().unwrap().push(line.clone());
+                let body = line.split(' ').nth(1).unwrap_or("").to_owned();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(answer.as_bytes()).await;
+                if let Some(line) = read_request(&mut tcp, &mut buf).await {
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+    });
+    let proxy = Proxy::start_url(&format!("http://{app_addr}"), "", "").await;
+    let client = http1();
+
+    assert_eq!(get(&proxy.url("/first")).await.2, "/first");
+    // Goes out on the pooled connection, which the application drops.
+    let (status, _, body) = get(&proxy.url("/again")).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"/again"[..]));
+    let post = Request::post(proxy.url("/order"))
+        .body(full(b"one order".to_vec()))
+        .unwrap();
+    let (status, _, _) = send(&client, post).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_GATEWAY,
+        "a POST that may have been acted on is not sent twice"
+    );
+    assert_eq!(get(&proxy.url("/after")).await.2, "/after");
+
+    let arrived = arrived.lock().unwrap().clone();
+    let count = |target: &str| {
+        arrived
+            .iter()
+            .filter(|l| l.split(' ').nth(1) == Some(target))
+            .count()
+    };
+    assert_eq!(count("/again"), 2, "{arrived:?}");
+    assert_eq!(count("/order"), 1, "{arrived:?}");
+    assert!(
+        arrived
+            .iter()
+            .all(|l| l.split(' ').nth(1).is_some_and(|t| t.starts_with('/'))),
+        "origin-form targets: {arrived:?}"
+    );
+}

@@ -23,7 +23,8 @@ use super::*;
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: String,
-    /// Path and query exactly as on the request line.
+    /// The target exactly as on the request line (origin form, unless the
+    /// proxy sent another form).
     pub target: String,
     pub version: Version,
     pub headers: HeaderMap,
@@ -56,11 +57,7 @@ impl Seen {
     fn of(parts: &http::request::Parts, body: Bytes) -> Seen {
         Seen {
             method: parts.method.to_string(),
-            target: parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default(),
+            target: parts.uri.to_string(),
             version: parts.version,
             headers: parts.headers.clone(),
             body,
