@@ -685,3 +685,17 @@ async fn a_pooled_connection_lost_under_a_request_sends_a_get_again_but_never_a_
         "origin-form targets: {arrived:?}"
     );
 }
+
+#[tokio::test]
+async fn pool_max_idle_zero_opens_a_connection_per_request() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "pool_max_idle = 0", "").await;
+    for n in 0..3 {
+        let (status, _, body) = get(&proxy.url(&format!("/each/{n}"))).await;
+        assert_eq!(
+            (status, &body[..]),
+            (StatusCode::OK, &b"hello from upstream"[..])
+        );
+    }
+    assert_eq!(upstream.connections(), 3);
+}
