@@ -7,10 +7,16 @@
 //! `client::conn::http1` sender and its connection) is polled by the
 //! request's own task while the response head is awaited, then by whoever
 //! reads the response body ([`Relayed`]). A link whose response was read to
-//! its end goes back to the [`Pool`] if its request had been sent whole by
-//! then (as nginx judges it); one abandoned mid-message, or answered before
-//! its request body was through, is closed. A pooled link is checked for
-//! unread bytes and for the upstream's close before it carries a request.
+//! its end goes back to the [`Pool`], unless its request had a body; one
+//! abandoned mid-message is closed. A pooled link is checked for unread
+//! bytes and for the upstream's close before it carries a request.
+//!
+//! Why a request body costs its connection: an application may answer
+//! without reading the body (Python's `http.server` does, for an early
+//! 401), or before all of it arrived. What is left of the body on the
+//! connection is then read as the *next* request, and its answer, chosen
+//! by whoever sent the body, would go to the next client. Only a closed
+//! connection is sure not to carry it over.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -30,30 +36,20 @@ use tokio::net::TcpStream;
 /// A connection to the upstream: plain TCP or TLS.
 pub type Io = hyper_rustls::MaybeHttpsStream<TokioIo<TcpStream>>;
 
-/// A request body on its way upstream (the client's), which notes when the
-/// connection has taken all of it.
+/// A request body on its way upstream: the client's, or none.
 pub struct Outgoing {
     /// `None`: no body (a request sent again; see [`Outgoing::empty`]).
     body: Option<Incoming>,
-    /// Set at the body's end; `None` for a body that was empty from the start.
-    taken: Option<Arc<AtomicBool>>,
 }
 
 impl Outgoing {
     pub fn new(body: Incoming) -> Outgoing {
-        let taken = (!body.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
-        Outgoing {
-            body: Some(body),
-            taken,
-        }
+        Outgoing { body: Some(body) }
     }
 
     /// No body at all.
     pub fn empty() -> Outgoing {
-        Outgoing {
-            body: None,
-            taken: None,
-        }
+        Outgoing { body: None }
     }
 }
 
@@ -68,13 +64,7 @@ impl Body for Outgoing {
         let Some(body) = &mut self.body else {
             return Poll::Ready(None);
         };
-        let frame = Pin::new(&mut *body).poll_frame(cx);
-        if matches!(frame, Poll::Ready(None)) || body.is_end_stream() {
-            if let Some(taken) = &self.taken {
-                taken.store(true, Ordering::Release);
-            }
-        }
-        frame
+        Pin::new(body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -95,8 +85,8 @@ pub struct Link {
     /// None once the connection has closed or failed. It is dropped then:
     /// a request still queued on it comes back to its sender unsent.
     conn: Option<http1::Connection<Io, Outgoing>>,
-    /// The body of the request in flight, if it had one.
-    body_taken: Option<Arc<AtomicBool>>,
+    /// The request in flight has (or had) a body: the link is not reused.
+    carried_body: bool,
 }
 
 impl Link {
@@ -106,7 +96,7 @@ impl Link {
         Ok(Link {
             sender,
             conn: Some(conn),
-            body_taken: None,
+            carried_body: false,
         })
     }
 
@@ -124,14 +114,6 @@ impl Link {
         self.conn.is_none()
     }
 
-    /// Whether the connection has taken the whole body of the request in
-    /// flight (always, for a request without one).
-    fn request_sent(&self) -> bool {
-        self.body_taken
-            .as_ref()
-            .is_none_or(|taken| taken.load(Ordering::Acquire))
-    }
-
     /// Whether a new request can go out on this link now: the connection is
     /// open and between messages. Polling it first notices an upstream that
     /// closed the idle connection.
@@ -147,7 +129,7 @@ impl Link {
         &mut self,
         req: Request<Outgoing>,
     ) -> Result<Response<Incoming>, TrySendError<Request<Outgoing>>> {
-        self.body_taken.clone_from(&req.body().taken);
+        self.carried_body = !req.body().is_end_stream();
         let mut response = pin!(self.sender.try_send_request(req));
         poll_fn(|cx| {
             // The connection first: it writes the request and reads the
@@ -289,14 +271,13 @@ impl Relayed {
     }
 
     /// The body is complete: let the connection finish the message, then
-    /// pool it if it is ready for another. An answer that ended before its
-    /// request's body was through leaves the rest of that body between the
-    /// two: the link is closed, never reused.
+    /// pool it if it is ready for another. A link whose request had a body
+    /// is closed (see the module's notes).
     fn release(&mut self, cx: &mut Context<'_>) {
         let Some(mut link) = self.link.take() else {
             return;
         };
-        if !link.request_sent() {
+        if link.carried_body {
             return;
         }
         link.poll_conn(cx);

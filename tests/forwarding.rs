@@ -398,7 +398,7 @@ async fn an_http10_upstreams_answer_reaches_an_http11_client_in_http11_and_keeps
 }
 
 #[tokio::test]
-async fn one_upstream_connection_carries_answers_of_every_shape_in_turn() {
+async fn one_upstream_connection_carries_answers_of_every_shape_in_turn_until_a_body() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start(&upstream, "", "").await;
     let client = http1();
@@ -419,18 +419,21 @@ async fn one_upstream_connection_carries_answers_of_every_shape_in_turn() {
         .body(full(b"a body".to_vec()))
         .unwrap();
     assert_eq!(send(&client, post).await.2, "hello from upstream");
-    let (status, _, body) = get(&proxy.url("/last")).await;
-    assert_eq!(
-        (status, &body[..]),
-        (StatusCode::OK, &b"hello from upstream"[..])
-    );
-
-    assert_eq!(upstream.seen().len(), 6);
+    assert_eq!(upstream.seen().len(), 5);
     assert_eq!(
         upstream.connections(),
         1,
         "each answer read to its end frees the connection"
     );
+
+    // That last request had a body: its connection is closed after the
+    // answer, and the next request needs a new one.
+    let (status, _, body) = get(&proxy.url("/last")).await;
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::OK, &b"hello from upstream"[..])
+    );
+    assert_eq!(upstream.connections(), 2);
 }
 
 #[tokio::test]
@@ -546,7 +549,7 @@ async fn read_request(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Opt
 }
 
 #[tokio::test]
-async fn an_answer_that_ends_before_its_request_body_never_lends_its_connection() {
+async fn a_request_body_the_application_left_unread_never_reaches_the_next_client() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // An application that answers a POST before its body is in, then reads
     // the body and sends an answer nobody asked for.
@@ -567,7 +570,19 @@ async fn an_answer_that_ends_before_its_request_body_never_lends_its_connection(
                     let at = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
                     let head = String::from_utf8_lossy(&buf[..at]).into_owned();
                     buf.drain(..at);
-                    if head.starts_with("POST /early") {
+                    if head.starts_with("POST /nodrain") {
+                        // Answers without reading the body, which is then
+                        // read as the next request.
+                        let _ = tcp
+                            .write_all(
+                                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 7\r\n\r\nnodrain",
+                            )
+                            .await;
+                    } else if head.starts_with("GET /smuggled") {
+                        let _ = tcp
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nSet-Cookie: app=INJECTED\r\n\r\nINJECTED")
+                            .await;
+                    } else if head.starts_with("POST /early") {
                         let _ = tcp
                             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
                             .await;
@@ -608,6 +623,27 @@ async fn an_answer_that_ends_before_its_request_body_never_lends_its_connection(
 
     for n in 0..3 {
         let (status, headers, body) = get(&proxy.url(&format!("/victim/{n}"))).await;
+        assert_eq!(
+            (status, &body[..]),
+            (StatusCode::OK, &b"ok"[..]),
+            "request {n}"
+        );
+        assert!(
+            headers.get("set-cookie").is_none(),
+            "request {n}: {headers:?}"
+        );
+    }
+
+    // The body sent with the head, to a path whose answer does not wait
+    // for it: the body is a request of the attacker's.
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: app.example\r\n\r\n";
+    let post = Request::post(proxy.url("/nodrain"))
+        .body(full(smuggled.to_vec()))
+        .unwrap();
+    let (status, _, body) = send(&http1(), post).await;
+    assert_eq!((status.as_u16(), &body[..]), (401, &b"nodrain"[..]));
+    for n in 0..3 {
+        let (status, headers, body) = get(&proxy.url(&format!("/next/{n}"))).await;
         assert_eq!(
             (status, &body[..]),
             (StatusCode::OK, &b"ok"[..]),
