@@ -18,6 +18,10 @@ use cloakroom::rewrite::link::{Origin, Ticket};
 
 const CHUNK: usize = 16 * 1024;
 
+// The proxy's own allocator (src/main.rs), so that the figures are its.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn page() -> String {
     let mut html = String::from(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Ledger</title>\

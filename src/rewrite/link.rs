@@ -22,6 +22,8 @@ use url::Url;
 pub struct Origin {
     /// The URL of the document being rewritten, as the client requested it.
     pub document: Url,
+    /// `scheme://host[:port]` as a URL on this origin is written.
+    prefix: String,
 }
 
 impl Origin {
@@ -29,7 +31,8 @@ impl Origin {
     pub fn new(scheme: &str, host: &str, path_and_query: &str) -> Option<Origin> {
         let document = Url::parse(&format!("{scheme}://{host}{path_and_query}")).ok()?;
         document.host()?;
-        Some(Origin { document })
+        let prefix = document.origin().ascii_serialization();
+        Some(Origin { document, prefix })
     }
 
     /// Whether `target` (already resolved) is on this origin.
@@ -74,17 +77,173 @@ pub fn rewrite_url(
 ) -> Option<String> {
     // Browsers strip leading/trailing C0 controls and spaces, and drop tabs
     // and newlines anywhere, before parsing (WHATWG URL §4.4).
-    let cleaned: String = text
-        .trim_matches(|c: char| c <= ' ')
-        .chars()
-        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
-        .collect();
+    let cleaned: std::borrow::Cow<str> = if text.bytes().any(|b| b <= b' ') {
+        text.trim_matches(|c: char| c <= ' ')
+            .chars()
+            .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    };
     if cleaned.is_empty() || cleaned.starts_with('#') {
         return None;
     }
+    // Most links on a page: a plain `/path?query`, with a base on this
+    // origin. Its absolute URL is the origin and the text as it is.
+    if base.is_some_and(|base| origin.same_origin(base)) {
+        if let Some((path, query)) = plain_root_relative(&cleaned) {
+            return Some(origin.absolute(path, query, ticket, carry));
+        }
+    }
+    if origin.plainly_foreign(&cleaned) {
+        return None;
+    }
+    parsed(&cleaned, base, origin, ticket, carry)
+}
+
+/// `text` split into path and query when it is a root-relative URL
+/// (`/path?query`, not `//host`) made only of characters that the URL
+/// parser passes through unchanged, with no dot segment (which the parser
+/// would remove, as it would `%2e`; no `%` is taken at all). Resolved
+/// against any base on this origin, such a URL is the origin followed by
+/// the text byte for byte. `None` for anything else: the parser decides.
+fn plain_root_relative(text: &str) -> Option<(&str, Option<&str>)> {
+    let bytes = text.as_bytes();
+    if bytes.first() != Some(&b'/') || matches!(bytes.get(1), Some(b'/' | b'\\')) {
+        return None;
+    }
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-._~/?&=+,;:@!$*()".contains(b);
+    if !bytes.iter().all(plain) {
+        return None;
+    }
+    let (path, query) = match text.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (text, None),
+    };
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return None;
+    }
+    Some((path, query))
+}
+
+impl Origin {
+    /// Whether `text` is, beyond doubt, an absolute URL off this origin:
+    /// a scheme other than http(s) (`mailto:`, `tel:`, `javascript:`), or
+    /// `http(s)://` and a plain host name that is not this origin's and
+    /// cannot be an IPv4 address in disguise (`127.1`, `0x7f.0.0.1`). Such
+    /// a link keeps no ID whatever the parser would make of it. `false`
+    /// leaves the decision to the parser.
+    fn plainly_foreign(&self, text: &str) -> bool {
+        let Some((scheme, rest)) = text.split_once(':') else {
+            return false;
+        };
+        let is_scheme = scheme
+            .as_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_alphabetic)
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+        if !is_scheme {
+            return false;
+        }
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            // Our origin is http or https; no other scheme shares it.
+            return true;
+        }
+        let Some(rest) = rest.strip_prefix("//") else {
+            return false;
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host);
+        let plain = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+        let ours = self.document.host_str().unwrap_or_default();
+        plain
+            && authority
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+            && !ends_in_a_number(host)
+            && !host.eq_ignore_ascii_case(ours)
+    }
+
+    /// The URL on this origin with `path` and `query` (as
+    /// [`plain_root_relative`] passed them) and the ticket where `carry`
+    /// says, exactly as [`parsed`] writes it.
+    fn absolute(&self, path: &str, query: Option<&str>, ticket: &Ticket, carry: Carry) -> String {
+        let kept = match query {
+            Some(query) if query.contains(ticket.name.as_str()) => {
+                std::borrow::Cow::Owned(without_param(query, &ticket.name))
+            }
+            Some(query) => std::borrow::Cow::Borrowed(query),
+            None => std::borrow::Cow::Borrowed(""),
+        };
+        let mut out = String::with_capacity(
+            self.prefix.len() + path.len() + kept.len() + ticket.name.len() + ticket.id.len() + 20,
+        );
+        out.push_str(&self.prefix);
+        match carry {
+            Carry::Query => {
+                out.push_str(path);
+                out.push('?');
+                if !kept.is_empty() {
+                    out.push_str(&kept);
+                    out.push('&');
+                }
+                out.push_str(&ticket.name);
+                out.push('=');
+                out.push_str(&ticket.id);
+            }
+            Carry::FormPath => {
+                out.push_str(crate::reserved::FORM_PREFIX);
+                out.push_str(&ticket.id);
+                out.push_str(path);
+                if !kept.is_empty() {
+                    out.push('?');
+                    out.push_str(&kept);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The URL standard's "ends in a number" test: whether a host would be
+/// parsed as an IPv4 address (its last label all digits, or `0x` hex).
+fn ends_in_a_number(host: &str) -> bool {
+    let mut labels: Vec<&str> = host.split('.').collect();
+    if labels.len() > 1 && labels.last() == Some(&"") {
+        labels.pop();
+    }
+    let last = labels.last().copied().unwrap_or_default();
+    if !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    last.strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// [`rewrite_url`] by the URL parser: resolve, judge the origin, then put
+/// the ticket in.
+fn parsed(
+    cleaned: &str,
+    base: Option<&Url>,
+    origin: &Origin,
+    ticket: &Ticket,
+    carry: Carry,
+) -> Option<String> {
     let mut target = match base {
-        Some(base) => base.join(&cleaned).ok()?,
-        None => Url::parse(&cleaned).ok()?,
+        Some(base) => base.join(cleaned).ok()?,
+        None => Url::parse(cleaned).ok()?,
     };
     if !origin.same_origin(&target) {
         return None;
@@ -357,6 +516,108 @@ mod tests {
             &ticket(),
             Carry::Query,
         )
+    }
+
+    proptest::proptest! {
+        /// The shortcut for plain root-relative links writes exactly what
+        /// the URL parser would, for every base and either carry.
+        #[test]
+        fn the_plain_link_shortcut_agrees_with_the_url_parser(
+            text in "/[a-zA-Z0-9./?&=%#:@;,+!$*()'~_\\\\ -]{0,16}(SID=x)?[a-z/.?&=]{0,6}",
+            base in 0usize..4,
+            form in proptest::bool::ANY,
+        ) {
+            let o = origin();
+            let bases = [
+                Some(o.document.clone()),
+                Some(Url::parse("http://127.0.0.1:8000/deep/dir/").unwrap()),
+                Some(Url::parse("http://cdn.example/").unwrap()),
+                None,
+            ];
+            let base = bases[base].as_ref();
+            let carry = if form { Carry::FormPath } else { Carry::Query };
+            let cleaned = text.trim_matches(|c: char| c <= ' ');
+            proptest::prop_assume!(!cleaned.is_empty() && !cleaned.starts_with('#'));
+            proptest::prop_assert_eq!(
+                rewrite_url(&text, base, &o, &ticket(), carry),
+                parsed(cleaned, base, &o, &ticket(), carry)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Links judged foreign without the parser are ones the parser
+        /// would also leave without a ticket.
+        #[test]
+        fn what_is_plainly_foreign_the_url_parser_finds_foreign(
+            scheme in proptest::sample::select(vec!["http://", "https://", "HTTP://", "http:", "http:/", "mailto:", "javascript:", "tel:", "x-y.z:", "1a:", ""]),
+            host in proptest::sample::select(vec!["127.0.0.1:8000", "127.0.0.1", "127.1:8000", "0x7f.0.0.1:8000", "2130706433:8000", "127.0.0.1.:8000", "cdn.example", "CDN.example.", "a:b@127.0.0.1:8000", "127.0.0.1:80", "[::1]:8000", "xn--nxasmq6b", "ex%61mple.com", "127.0.0.1:8000\\", ""]),
+            path in "[a-z/?#.:]{0,6}",
+            base in 0usize..3,
+        ) {
+            let o = origin();
+            let bases = [
+                Some(o.document.clone()),
+                Some(Url::parse("http://cdn.example/").unwrap()),
+                None,
+            ];
+            let base = bases[base].as_ref();
+            let text = format!("{scheme}{host}{path}");
+            proptest::prop_assume!(!text.is_empty() && !text.starts_with('#'));
+            if o.plainly_foreign(&text) {
+                proptest::prop_assert_eq!(parsed(&text, base, &o, &ticket(), Carry::Query), None, "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn plainly_foreign_links_and_links_that_are_not() {
+        let o = origin();
+        for foreign in [
+            "mailto:a@b.example",
+            "javascript:alert(1)",
+            "tel:123",
+            "https://partner.example.net/ref?id=1",
+            "http://cdn.example:8000/x",
+        ] {
+            assert!(o.plainly_foreign(foreign), "{foreign}");
+        }
+        for not_sure in [
+            "http://127.0.0.1:8000/x",
+            "http://127.1:8000/x",
+            "http://0x7f.0.0.1:8000/",
+            "http:page",
+            "HTTP://127.0.0.1:8000/",
+            "http://user@cdn.example/",
+            "/path",
+            "page",
+        ] {
+            assert!(!o.plainly_foreign(not_sure), "{not_sure}");
+        }
+    }
+
+    #[test]
+    fn the_shortcut_takes_only_plain_root_relative_links() {
+        assert_eq!(
+            plain_root_relative("/a/b?c=d&e"),
+            Some(("/a/b", Some("c=d&e")))
+        );
+        assert_eq!(plain_root_relative("/"), Some(("/", None)));
+        for other in [
+            "//evil.example/",
+            "/\\evil.example/",
+            "/a/../b",
+            "/a/./b",
+            "/a/..",
+            "/%2e%2e/x",
+            "/a b",
+            "/a#f",
+            "a/b",
+            "/a\"",
+            "/é",
+        ] {
+            assert_eq!(plain_root_relative(other), None, "{other}");
+        }
     }
 
     #[test]
