@@ -278,6 +278,12 @@ impl Upstream {
         // The proxy answers `Expect: 100-continue` itself (hyper sends the
         // 100 when the body is first read); the upstream sees a plain request.
         headers.remove(header::EXPECT);
+        // A connection that carried a body is not reused (see `pool`); saying
+        // so keeps an application that leaves the body unread from reading
+        // the rest as a request of its own.
+        if !hyper::body::Body::is_end_stream(&body) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         join_cookies(headers);
         crate::forwarded::set(headers, peer, client_host.as_ref());
         match (&client_host, self.preserve_host) {

@@ -33,6 +33,8 @@ async fn method_path_query_and_body_arrive_byte_for_byte() {
     );
     assert_eq!(seen.header("x-app-header").unwrap(), "kept");
     assert_eq!(seen.version, Version::HTTP_11);
+    // Its connection is not reused after a body, and the application is told.
+    assert_eq!(seen.header("connection").as_deref(), Some("close"));
 }
 
 #[tokio::test]
