@@ -78,6 +78,34 @@ impl Body for Outgoing {
     }
 }
 
+/// The waker a link is polled with. hyper wakes it from within the link's
+/// own poll whenever it hands a response head or a body chunk over, or
+/// wants the next chunk; passed on, each such wake would make tokio
+/// reschedule the very task being polled, and wake another worker thread
+/// for it (a futex and an eventfd write per request). So wakes that come
+/// during the owner's poll are only noted, and [`Link::drive`] polls again
+/// at once instead; wakes from outside (the socket became ready) go to the
+/// task.
+struct Relay {
+    task: futures_util::task::AtomicWaker,
+    polling: AtomicBool,
+    missed: AtomicBool,
+}
+
+impl std::task::Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.polling.load(Ordering::SeqCst) {
+            self.missed.store(true, Ordering::SeqCst);
+        } else {
+            self.task.wake();
+        }
+    }
+}
+
 /// One HTTP/1.1 connection to the upstream, not yet or no longer running in
 /// a task of its own: it makes progress only while it is polled.
 pub struct Link {
@@ -87,17 +115,51 @@ pub struct Link {
     conn: Option<http1::Connection<Io, Outgoing>>,
     /// The request in flight has (or had) a body: the link is not reused.
     carried_body: bool,
+    relay: Arc<Relay>,
+    /// `relay` as a waker.
+    waker: Waker,
 }
 
 impl Link {
     /// The HTTP/1.1 client side of a fresh connection.
     pub async fn open(io: Io) -> hyper::Result<Link> {
         let (sender, conn) = http1::handshake(io).await?;
+        let relay = Arc::new(Relay {
+            task: futures_util::task::AtomicWaker::new(),
+            polling: AtomicBool::new(false),
+            missed: AtomicBool::new(false),
+        });
         Ok(Link {
             sender,
             conn: Some(conn),
             carried_body: false,
+            waker: Waker::from(relay.clone()),
+            relay,
         })
+    }
+
+    /// Runs `step` (which polls the connection and what waits on it) with
+    /// the link's own waker, again while it was woken during the step (up
+    /// to four times; then the task is woken to come back).
+    fn drive<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut step: impl FnMut(&mut Link, &mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        self.relay.task.register(cx.waker());
+        let waker = self.waker.clone();
+        let mut inner = Context::from_waker(&waker);
+        for _ in 0..4 {
+            self.relay.missed.store(false, Ordering::SeqCst);
+            self.relay.polling.store(true, Ordering::SeqCst);
+            let out = step(self, &mut inner);
+            self.relay.polling.store(false, Ordering::SeqCst);
+            if out.is_ready() || !self.relay.missed.load(Ordering::SeqCst) {
+                return out;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// Reads and writes what is due on the connection; drops it once it
@@ -118,7 +180,10 @@ impl Link {
     /// open and between messages. Polling it first notices an upstream that
     /// closed the idle connection.
     fn usable(&mut self, cx: &mut Context<'_>) -> bool {
-        self.poll_conn(cx);
+        let _ = self.drive(cx, |link, cx| {
+            link.poll_conn(cx);
+            Poll::Ready(())
+        });
         !self.closed() && self.sender.is_ready()
     }
 
@@ -132,10 +197,12 @@ impl Link {
         self.carried_body = !req.body().is_end_stream();
         let mut response = pin!(self.sender.try_send_request(req));
         poll_fn(|cx| {
-            // The connection first: it writes the request and reads the
-            // head that the response future then finds ready.
-            self.poll_conn(cx);
-            response.as_mut().poll(cx)
+            self.drive(cx, |link, cx| {
+                // The connection first: it writes the request and reads the
+                // head that the response future then finds ready.
+                link.poll_conn(cx);
+                response.as_mut().poll(cx)
+            })
         })
         .await
     }
@@ -280,7 +347,10 @@ impl Relayed {
         if link.carried_body {
             return;
         }
-        link.poll_conn(cx);
+        let _ = link.drive(cx, |link, cx| {
+            link.poll_conn(cx);
+            Poll::Ready(())
+        });
         if link.closed() || link.sender.is_closed() {
             return;
         }
@@ -299,14 +369,21 @@ impl Body for Relayed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
-        if frame.is_pending() {
-            if let Some(link) = &mut this.link {
-                // Reads the next bytes into the body.
-                link.poll_conn(cx);
-                frame = Pin::new(&mut this.body).poll_frame(cx);
+        let frame = match &mut this.link {
+            Some(link) => {
+                let body = &mut this.body;
+                link.drive(cx, |link, cx| {
+                    let frame = Pin::new(&mut *body).poll_frame(cx);
+                    if frame.is_ready() {
+                        return frame;
+                    }
+                    // Reads the next bytes into the body.
+                    link.poll_conn(cx);
+                    Pin::new(&mut *body).poll_frame(cx)
+                })
             }
-        }
+            None => Pin::new(&mut this.body).poll_frame(cx),
+        };
         match &frame {
             Poll::Ready(None) => this.release(cx),
             Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(cx),
