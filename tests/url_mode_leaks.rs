@@ -256,6 +256,14 @@ const CORPUS: &[Doc] = &[
         headers: &[],
         actions: &[AUTO],
     },
+    // A CDATA section at an integration point: one to Chromium, a bogus
+    // comment to lol_html (an outside review).
+    Doc {
+        name: "foreignobject-cdata",
+        html: "<svg><foreignObject><![CDATA[><b title=\"]]><img src='FOREIGN/foreignobject-cdata?\"><a href=\"/x\">'>",
+        headers: &[],
+        actions: &[AUTO],
+    },
     Doc {
         name: "mathml-mglyph-style",
         html: "<math><mi><mglyph><style><img src=\"FOREIGN/mglyph-img\" referrerpolicy=\"unsafe-url\"></style></mglyph></mi></math>",
@@ -558,6 +566,7 @@ async fn chromium_in_url_mode_never_sends_the_id_to_another_origin() {
         "/svg-style-comment?",
         "/svg-style-cdata?",
         "/svg-title-attribute?",
+        "/foreignobject-cdata?",
     ] {
         assert!(
             requests.iter().any(|r| r.contains(must)),

