@@ -180,11 +180,17 @@ impl Link {
     /// open and between messages. Polling it first notices an upstream that
     /// closed the idle connection.
     fn usable(&mut self, cx: &mut Context<'_>) -> bool {
+        self.settle(cx);
+        !self.closed() && self.sender.is_ready()
+    }
+
+    /// Polls the connection once (through [`Link::drive`]): it reads or
+    /// writes what is due and notices its end.
+    fn settle(&mut self, cx: &mut Context<'_>) {
         let _ = self.drive(cx, |link, cx| {
             link.poll_conn(cx);
             Poll::Ready(())
         });
-        !self.closed() && self.sender.is_ready()
     }
 
     /// Sends `req` and drives the connection until the response head is in.
@@ -347,10 +353,7 @@ impl Relayed {
         if link.carried_body {
             return;
         }
-        let _ = link.drive(cx, |link, cx| {
-            link.poll_conn(cx);
-            Poll::Ready(())
-        });
+        link.settle(cx);
         if link.closed() || link.sender.is_closed() {
             return;
         }

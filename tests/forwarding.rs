@@ -460,13 +460,7 @@ async fn an_answer_abandoned_midway_closes_its_upstream_connection() {
     upstream.release_download();
 
     // The rest of that download must not reach the next request.
-    for n in 0..3 {
-        let (status, _, body) = get(&proxy.url(&format!("/after/{n}"))).await;
-        assert_eq!(
-            (status, &body[..]),
-            (StatusCode::OK, &b"hello from upstream"[..])
-        );
-    }
+    own_answers(&proxy, "/after", b"hello from upstream").await;
     assert_eq!(upstream.connections(), 2);
 }
 
@@ -512,6 +506,19 @@ async fn an_upstream_that_closes_idle_or_says_close_costs_no_request() {
         assert_eq!(status, StatusCode::OK, "request {n}");
     }
     assert_eq!(upstream.connections(), 3);
+}
+
+/// Three requests under `prefix`, each answered 200 with `body` (its own
+/// answer, nothing left over from another) and no `Set-Cookie`.
+async fn own_answers(proxy: &Proxy, prefix: &str, body: &[u8]) {
+    for n in 0..3 {
+        let (status, headers, got) = get(&proxy.url(&format!("{prefix}/{n}"))).await;
+        assert_eq!((status, &got[..]), (StatusCode::OK, body), "{prefix}/{n}");
+        assert!(
+            headers.get("set-cookie").is_none(),
+            "{prefix}/{n}: {headers:?}"
+        );
+    }
 }
 
 /// One request read off a raw connection: its request line, or `None` at
@@ -623,18 +630,7 @@ async fn a_request_body_the_application_left_unread_never_reaches_the_next_clien
     tcp.write_all(b"hello").await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
-    for n in 0..3 {
-        let (status, headers, body) = get(&proxy.url(&format!("/victim/{n}"))).await;
-        assert_eq!(
-            (status, &body[..]),
-            (StatusCode::OK, &b"ok"[..]),
-            "request {n}"
-        );
-        assert!(
-            headers.get("set-cookie").is_none(),
-            "request {n}: {headers:?}"
-        );
-    }
+    own_answers(&proxy, "/victim", b"ok").await;
 
     // The body sent with the head, to a path whose answer does not wait
     // for it: the body is a request of the attacker's.
@@ -644,18 +640,7 @@ async fn a_request_body_the_application_left_unread_never_reaches_the_next_clien
         .unwrap();
     let (status, _, body) = send(&http1(), post).await;
     assert_eq!((status.as_u16(), &body[..]), (401, &b"nodrain"[..]));
-    for n in 0..3 {
-        let (status, headers, body) = get(&proxy.url(&format!("/next/{n}"))).await;
-        assert_eq!(
-            (status, &body[..]),
-            (StatusCode::OK, &b"ok"[..]),
-            "request {n}"
-        );
-        assert!(
-            headers.get("set-cookie").is_none(),
-            "request {n}: {headers:?}"
-        );
-    }
+    own_answers(&proxy, "/next", b"ok").await;
 }
 
 #[tokio::test]
@@ -728,12 +713,6 @@ async fn a_pooled_connection_lost_under_a_request_sends_a_get_again_but_never_a_
 async fn pool_max_idle_zero_opens_a_connection_per_request() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start(&upstream, "pool_max_idle = 0", "").await;
-    for n in 0..3 {
-        let (status, _, body) = get(&proxy.url(&format!("/each/{n}"))).await;
-        assert_eq!(
-            (status, &body[..]),
-            (StatusCode::OK, &b"hello from upstream"[..])
-        );
-    }
+    own_answers(&proxy, "/each", b"hello from upstream").await;
     assert_eq!(upstream.connections(), 3);
 }

@@ -93,7 +93,7 @@ pub fn rewrite_url(
     // origin. Its absolute URL is the origin and the text as it is.
     if base.is_some_and(|base| origin.same_origin(base)) {
         if let Some((path, query)) = plain_root_relative(&cleaned) {
-            return Some(origin.absolute(path, query, ticket, carry));
+            return Some(origin.absolute(&cleaned, path, query, ticket, carry));
         }
     }
     if origin.plainly_foreign(&cleaned) {
@@ -175,44 +175,36 @@ impl Origin {
             && !host.eq_ignore_ascii_case(ours)
     }
 
-    /// The URL on this origin with `path` and `query` (as
-    /// [`plain_root_relative`] passed them) and the ticket where `carry`
-    /// says, exactly as [`parsed`] writes it.
-    fn absolute(&self, path: &str, query: Option<&str>, ticket: &Ticket, carry: Carry) -> String {
-        let kept = match query {
-            Some(query) if query.contains(ticket.name.as_str()) => {
-                std::borrow::Cow::Owned(without_param(query, &ticket.name))
-            }
-            Some(query) => std::borrow::Cow::Borrowed(query),
-            None => std::borrow::Cow::Borrowed(""),
-        };
-        let mut out = String::with_capacity(
-            self.prefix.len() + path.len() + kept.len() + ticket.name.len() + ticket.id.len() + 20,
-        );
-        out.push_str(&self.prefix);
+    /// The URL on this origin for `text` (split into `path` and `query` by
+    /// [`plain_root_relative`]) with the ticket where `carry` says, exactly
+    /// as [`parsed`] writes it.
+    fn absolute(
+        &self,
+        text: &str,
+        path: &str,
+        query: Option<&str>,
+        ticket: &Ticket,
+        carry: Carry,
+    ) -> String {
         match carry {
-            Carry::Query => {
-                out.push_str(path);
-                out.push('?');
-                if !kept.is_empty() {
-                    out.push_str(&kept);
-                    out.push('&');
-                }
-                out.push_str(&ticket.name);
-                out.push('=');
-                out.push_str(&ticket.id);
-            }
+            Carry::Query => format!("{}{}", self.prefix, with_ticket(text, ticket)),
             Carry::FormPath => {
-                out.push_str(crate::reserved::FORM_PREFIX);
-                out.push_str(&ticket.id);
-                out.push_str(path);
-                if !kept.is_empty() {
-                    out.push('?');
-                    out.push_str(&kept);
-                }
+                let kept = query
+                    .map(|q| without_param(q, &ticket.name))
+                    .unwrap_or_default();
+                let query = if kept.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{kept}")
+                };
+                format!(
+                    "{}{}{}{path}{query}",
+                    self.prefix,
+                    crate::reserved::FORM_PREFIX,
+                    ticket.id
+                )
             }
         }
-        out
     }
 }
 
