@@ -112,7 +112,10 @@ pub struct Link {
     sender: http1::SendRequest<Outgoing>,
     /// None once the connection has closed or failed. It is dropped then:
     /// a request still queued on it comes back to its sender unsent.
-    conn: Option<http1::Connection<Io, Outgoing>>,
+    /// Boxed: hyper's connection state is about 1.5 KB, and a link moves
+    /// several times a request (out of the pool, into the response body,
+    /// back); one allocation a connection keeps those moves small.
+    conn: Option<Box<http1::Connection<Io, Outgoing>>>,
     /// The request in flight has (or had) a body: the link is not reused.
     carried_body: bool,
     relay: Arc<Relay>,
@@ -131,7 +134,7 @@ impl Link {
         });
         Ok(Link {
             sender,
-            conn: Some(conn),
+            conn: Some(Box::new(conn)),
             carried_body: false,
             waker: Waker::from(relay.clone()),
             relay,
@@ -166,7 +169,7 @@ impl Link {
     /// has ended.
     fn poll_conn(&mut self, cx: &mut Context<'_>) {
         if let Some(conn) = &mut self.conn {
-            if Pin::new(conn).poll(cx).is_ready() {
+            if Pin::new(&mut **conn).poll(cx).is_ready() {
                 self.conn = None;
             }
         }
@@ -218,7 +221,7 @@ impl Link {
     pub fn spawn_with_upgrades(self) -> http1::SendRequest<Outgoing> {
         if let Some(conn) = self.conn {
             tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
+                if let Err(e) = (*conn).with_upgrades().await {
                     tracing::debug!(error = %e, "upstream connection ended");
                 }
             });

@@ -381,7 +381,10 @@ impl Redis {
         if !health.may_call() {
             return Err(RedisError::Down);
         }
-        let attempts = async {
+        // Boxed: the redis crate's futures are several KB, and every
+        // request's future that may reach Redis (the budget, the store)
+        // would otherwise be sized by them, Redis configured or not.
+        let attempts = Box::pin(async {
             match call().await {
                 Err(RedisError::Client(e)) if retry == Retry::Once && broken_connection(&e) => {
                     tracing::debug!(error = %e, "redis connection broken; sending again");
@@ -389,7 +392,7 @@ impl Redis {
                 }
                 outcome => outcome,
             }
-        };
+        });
         let outcome = match tokio::time::timeout(self.inner.timeout, attempts).await {
             Ok(outcome) => outcome,
             Err(_) => Err(RedisError::Timeout(self.inner.timeout)),

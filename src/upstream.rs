@@ -163,7 +163,10 @@ impl Upstream {
         loop {
             let (mut link, pooled) = match self.pool.checkout().await {
                 Some(link) => (link, true),
-                None => (self.connect().await?, false),
+                // Boxed, here and below: a new connection's future (TCP,
+                // TLS) is several KB, and it would otherwise size (and be
+                // moved with) every request's future, pooled or not.
+                None => (Box::pin(self.connect()).await?, false),
             };
             let again = pooled.then(|| replayable(&req)).flatten();
             match link.send(req).await {
@@ -172,7 +175,7 @@ impl Upstream {
                     (Some(unsent), _) if pooled => req = unsent,
                     (_, Some(again)) => {
                         tracing::debug!(error = %e.error(), "pooled upstream connection failed; sending again");
-                        let mut link = self.connect().await?;
+                        let mut link = Box::pin(self.connect()).await?;
                         return match link.send(again).await {
                             Ok(resp) => Ok((resp, link)),
                             Err(e) => Err(ProxyError::UpstreamFailed(e.into_error().into())),
@@ -216,7 +219,8 @@ impl Upstream {
         let outgoing = self.prepare(req, peer, upgrade)?.map(Outgoing::new);
 
         let mut resp = if client_side.is_some() {
-            match tokio::time::timeout(self.timeout, self.send_upgrade(outgoing)).await {
+            let upgrade = Box::pin(self.send_upgrade(outgoing));
+            match tokio::time::timeout(self.timeout, upgrade).await {
                 Err(_) => return Err(ProxyError::UpstreamTimeout(self.timeout)),
                 Ok(result) => result?.map(body::boxed),
             }
