@@ -56,8 +56,7 @@ pub async fn run(
             let _ = keys.0.set(set);
         }
     }
-    let listener = TcpListener::bind(listen)
-        .await
+    let listener = server::Listeners::bind(listen, &app.settings().config.server)
         .map_err(|e| format!("listen: cannot bind {listen}: {e} (try --listen 127.0.0.1:0)"))?;
     let addr = listener.local_addr().unwrap_or(listen);
     tracing::info!("cloakroom listening on http://{addr}");

@@ -284,10 +284,13 @@ fn demo(listen: std::net::SocketAddr) -> ExitCode {
 
 fn run(config: Config, source: Source) -> ExitCode {
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if !config.server.work_stealing {
+        // Connections are served by a runtime per core (see
+        // `server::Listeners`); this one keeps the background work.
+        runtime.worker_threads(1);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cloakroom: cannot start the runtime: {e}");
@@ -304,7 +307,7 @@ fn run(config: Config, source: Source) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let listener = match tokio::net::TcpListener::bind(listen).await {
+        let listener = match server::Listeners::bind(listen, &app.settings().config.server) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("cloakroom: listen: cannot bind {listen}: {e}");

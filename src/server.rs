@@ -1,7 +1,8 @@
 //! The accept loop: connection cap, HTTP/1.1 and HTTP/2 on every connection,
-//! client timeouts, and graceful shutdown.
+//! client timeouts, and graceful shutdown; one loop for the runtime, or one
+//! per core on a runtime of its own (`server.work_stealing = false`).
 //!
-//! [`run`] takes a listener that is already bound, so tests bind
+//! [`run`] takes [`Listeners`] that are already bound, so tests bind
 //! `127.0.0.1:0` and learn the port before the proxy starts.
 //!
 //! Timeouts on the client side, and what they guard against:
@@ -15,6 +16,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::body::{Watch, Watched};
 use crate::config::ServerConfig;
@@ -35,77 +37,120 @@ use crate::App;
 /// all permits at once.
 pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
-/// Serves `listener` until `shutdown` resolves, then stops accepting, lets
+/// The listening socket: one, whose connections any worker of the runtime
+/// serves; or, with `server.work_stealing = false`, one per core, bound to
+/// the same address with `SO_REUSEPORT` (the kernel spreads new connections
+/// over them), each served by a thread of its own with a single-threaded
+/// runtime.
+pub struct Listeners {
+    sockets: Vec<std::net::TcpListener>,
+    per_core: bool,
+}
+
+impl Listeners {
+    /// Binds `addr` as `cfg` says. Must be called within a Tokio runtime.
+    pub fn bind(addr: SocketAddr, cfg: &ServerConfig) -> std::io::Result<Listeners> {
+        if cfg.work_stealing {
+            let socket = socket_for(addr)?;
+            socket.bind(addr)?;
+            let listener = socket.listen(BACKLOG)?.into_std()?;
+            return Ok(Listeners {
+                sockets: vec![listener],
+                per_core: false,
+            });
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut sockets: Vec<std::net::TcpListener> = Vec::with_capacity(cores);
+        for _ in 0..cores {
+            // The first one settles the port (`:0` picks one); the others join it.
+            let at = match sockets.first() {
+                Some(first) => first.local_addr()?,
+                None => addr,
+            };
+            let socket = socket_for(at)?;
+            #[cfg(unix)]
+            socket.set_reuseport(true)?;
+            socket.bind(at)?;
+            sockets.push(socket.listen(BACKLOG)?.into_std()?);
+        }
+        Ok(Listeners {
+            sockets,
+            per_core: true,
+        })
+    }
+
+    /// The address bound (the port chosen, for `:0`).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self.sockets.first() {
+            Some(socket) => socket.local_addr(),
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+/// The kernel's queue of connections not yet accepted, per socket.
+const BACKLOG: u32 = 1024;
+
+fn socket_for(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restart may bind while old
+    // connections linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    Ok(socket)
+}
+
+/// Serves `listeners` until `shutdown` resolves, then stops accepting, lets
 /// open connections finish their requests for up to
-/// `server.shutdown_timeout`, and returns.
+/// `server.shutdown_timeout`, and returns. `server.max_connections` counts
+/// the connections of all listeners together.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let cfg = app.settings().config.server.clone();
     let max = cfg.max_connections.min(MAX_CONNECTIONS_LIMIT);
-    let slots = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(());
     // Dropped when the drain is over: what is still open (tunnels) closes.
     let (close_tx, close_rx) = watch::channel(());
-    let http = Arc::new(http_builder(&cfg));
-    let mut backoff = Duration::from_millis(10);
+    let accepting = Accepting {
+        app,
+        http: Arc::new(http_builder(&cfg)),
+        slots: Arc::new(Semaphore::new(max)),
+        stop: stop_rx,
+        close: close_rx,
+    };
+    let slots = accepting.slots.clone();
 
-    tokio::pin!(shutdown);
-    loop {
-        // Take a slot before accepting: at the cap, new connections wait in
-        // the kernel's backlog instead of costing memory and descriptors here.
-        let slot = tokio::select! {
-            () = &mut shutdown => break,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-        };
-        let (stream, addr) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Usually EMFILE/ENFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed; backing off {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
-        backoff = Duration::from_millis(10);
-        let conn = Connection {
-            app: app.clone(),
-            http: http.clone(),
-            peer: Peer {
-                addr,
-                tls: false,
-                via: None,
-            },
-            stop: stop_rx.clone(),
-            close: close_rx.clone(),
-            slot: Arc::new(slot),
-        };
-        match app.settings().tls.clone() {
-            None => {
-                tokio::spawn(conn.serve(stream));
-            }
-            Some(acceptor) => {
-                tokio::spawn(conn.serve_tls(acceptor, stream));
-            }
+    let mut threads = Vec::new();
+    if listeners.per_core {
+        for (n, socket) in listeners.sockets.into_iter().enumerate() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let accepting = accepting.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("cloakroom-core{n}"))
+                .spawn(move || serve_on_own_runtime(runtime, socket, accepting))?;
+            threads.push(thread);
         }
+        shutdown.await;
+    } else if let Some(socket) = listeners.sockets.into_iter().next() {
+        let listener = TcpListener::from_std(socket)?;
+        accepting.clone().accept_loop(listener, shutdown).await;
     }
 
-    drop(listener);
+    // Stop accepting (the per-core loops see the stop), then drain.
+    drop(stop_tx);
     let open = max - slots.available_permits();
     tracing::info!(
         open,
         "shutting down: no longer accepting, draining connections"
     );
-    drop(stop_tx);
     let all = u32::try_from(max).unwrap_or(u32::MAX);
     match tokio::time::timeout(cfg.shutdown_timeout, slots.acquire_many(all)).await {
         Ok(_) => tracing::info!("all connections closed"),
@@ -115,7 +160,125 @@ pub async fn run(
         ),
     }
     drop(close_tx);
+    drop(accepting);
+    // Each per-core thread ends its runtime once the drain is over; what is
+    // left on it is dropped with it.
+    if !threads.is_empty() {
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
     Ok(())
+}
+
+/// A per-core thread: its single-threaded runtime accepts on `socket` and
+/// serves those connections, until the drain is over.
+fn serve_on_own_runtime(
+    runtime: tokio::runtime::Runtime,
+    socket: std::net::TcpListener,
+    accepting: Accepting,
+) {
+    runtime.block_on(async move {
+        let mut stop = accepting.stop.clone();
+        let mut close = accepting.close.clone();
+        match TcpListener::from_std(socket) {
+            Ok(listener) => {
+                accepting
+                    .accept_loop(listener, async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await
+            }
+            Err(e) => tracing::error!(error = %e, "a per-core listener failed; it is closed"),
+        }
+        // The connections accepted here run on this runtime: keep it
+        // until the drain is over.
+        let _ = close.changed().await;
+    });
+}
+
+/// What every accept loop shares: the connection cap, and the signals to
+/// stop accepting and to close what is left.
+#[derive(Clone)]
+struct Accepting {
+    app: Arc<App>,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    slots: Arc<Semaphore>,
+    stop: watch::Receiver<()>,
+    close: watch::Receiver<()>,
+}
+
+impl Accepting {
+    /// Accepts until `stopped` resolves; each connection runs in a task of
+    /// its own on the current runtime. The listener closes on return.
+    async fn accept_loop(self, listener: TcpListener, stopped: impl Future<Output = ()>) {
+        let mut backoff = Duration::from_millis(10);
+        tokio::pin!(stopped);
+        loop {
+            // Wait for a free slot before accepting: at the cap, new
+            // connections wait in the kernel's backlog instead of costing
+            // memory and descriptors here. The slot itself is taken after
+            // the accept: with a listener per core, a loop holding one while
+            // its socket is quiet would keep it from the others. So another
+            // core may take the last free slot first; this connection (at
+            // most one a core) then waits for the next.
+            tokio::select! {
+                () = &mut stopped => break,
+                free = self.slots.acquire() => match free {
+                    Ok(free) => drop(free),
+                    Err(_) => break,
+                },
+            }
+            let (stream, addr) = tokio::select! {
+                () = &mut stopped => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Usually EMFILE/ENFILE: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed; backing off {backoff:?}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                },
+            };
+            let slot = match self.slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(TryAcquireError::Closed) => break,
+                Err(TryAcquireError::NoPermits) => tokio::select! {
+                    () = &mut stopped => break,
+                    slot = self.slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                },
+            };
+            backoff = Duration::from_millis(10);
+            let conn = Connection {
+                app: self.app.clone(),
+                http: self.http.clone(),
+                peer: Peer {
+                    addr,
+                    tls: false,
+                    via: None,
+                },
+                stop: self.stop.clone(),
+                close: self.close.clone(),
+                slot: Arc::new(slot),
+            };
+            match self.app.settings().tls.clone() {
+                None => {
+                    tokio::spawn(conn.serve(stream));
+                }
+                Some(acceptor) => {
+                    tokio::spawn(conn.serve_tls(acceptor, stream));
+                }
+            }
+        }
+    }
 }
 
 fn http_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {

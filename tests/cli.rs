@@ -159,13 +159,22 @@ fn the_shipped_proxy_toml_is_valid() {
 
 #[tokio::test]
 async fn run_logs_each_request_and_exits_cleanly_on_sigterm() {
+    run_and_stop("").await;
+}
+
+#[tokio::test]
+async fn run_with_a_runtime_per_core_exits_cleanly_on_sigterm() {
+    run_and_stop("[server]\nwork_stealing = false\n").await;
+}
+
+async fn run_and_stop(extra: &str) {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(
         &dir,
         &format!(
             "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[log]\nformat = \"json\"\n\
-             [session]\nsecret_file = {:?}\ndir = {:?}\n",
+             [session]\nsecret_file = {:?}\ndir = {:?}\n{extra}",
             upstream.addr,
             dir.path().join("key").to_str().unwrap(),
             dir.path().join("sessions").to_str().unwrap(),

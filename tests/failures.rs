@@ -193,8 +193,37 @@ async fn an_idle_keep_alive_connection_is_closed_after_its_timeout() {
 
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    beyond_the_cap("[server]\nmax_connections = 2").await;
+}
+
+/// With a listening socket per core, the cap counts the connections of all
+/// of them, and a core whose socket is quiet holds no slot.
+#[tokio::test]
+async fn with_a_runtime_per_core_the_cap_counts_every_core() {
+    beyond_the_cap("[server]\nmax_connections = 2\nwork_stealing = false").await;
+}
+
+/// With a listening socket per core and room for one connection, each new
+/// connection is served whichever core's socket the kernel gives it to.
+#[tokio::test]
+async fn with_a_runtime_per_core_a_quiet_core_holds_no_slot() {
     let upstream = Upstream::start().await;
-    let proxy = Proxy::start(&upstream, "", "[server]\nmax_connections = 2").await;
+    let proxy = Proxy::start(
+        &upstream,
+        "",
+        "[server]\nmax_connections = 1\nwork_stealing = false",
+    )
+    .await;
+    for i in 0..8 {
+        let (status, _, _) = within(get(&proxy.url(&format!("/one{i}")))).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(upstream.seen().len(), 8);
+}
+
+async fn beyond_the_cap(config: &str) {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", config).await;
 
     // Two clients hold both slots with requests in flight.
     let slow = |path: &'static str| {

@@ -39,3 +39,58 @@ async fn draining_gives_up_at_the_drain_limit() {
     // `run` returns after the drain limit even though a request is still open.
     within(proxy.shutdown()).await.unwrap().unwrap();
 }
+
+/// The names of this process's threads that serve a core of their own.
+fn core_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("cloakroom-core"))
+        .count()
+}
+
+// The only test in this binary with `server.work_stealing = false`, so the
+// threads counted are its own.
+#[tokio::test]
+async fn a_runtime_per_core_serves_every_connection_and_drains_on_shutdown() {
+    let upstream = Upstream::start().await;
+    let mut proxy = Proxy::start(&upstream, "", "[server]\nwork_stealing = false").await;
+    // Each request on a connection of its own: the kernel spreads them
+    // over the cores' sockets, and every one is answered.
+    let clients: Vec<_> = (0..24)
+        .map(|i| {
+            let url = proxy.url(&format!("/n{i}"));
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for client in clients {
+        let (status, _, body) = within(client).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "hello from upstream");
+    }
+    let mut paths: Vec<_> = upstream.seen().into_iter().map(|s| s.target).collect();
+    paths.sort();
+    let mut expected: Vec<_> = (0..24).map(|i| format!("/n{i}")).collect();
+    expected.sort();
+    assert_eq!(paths, expected);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(core_threads(), cores, "one serving thread per core");
+
+    // Shutdown: what is in flight finishes, nothing new is accepted, and
+    // the per-core threads end.
+    let url = proxy.url("/slow?ms=800");
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    upstream.arrived(25).await;
+    let stopped = proxy.shutdown();
+    let (status, _, body) = within(in_flight).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "slow answer");
+    within(stopped).await.unwrap().unwrap();
+    for _ in 0..cores * 2 {
+        assert!(
+            TcpStream::connect(proxy.addr).await.is_err(),
+            "still accepting after shutdown"
+        );
+    }
+    assert_eq!(core_threads(), 0, "per-core threads outlived the shutdown");
+}

@@ -156,6 +156,11 @@ pub struct ServerConfig {
     /// Balancers whose `X-Forwarded-For`, `-Proto` and `-Host` are believed.
     #[serde(serialize_with = "ser_cidrs")]
     pub trusted_proxies: Vec<crate::forwarded::Cidr>,
+    /// true: one runtime whose worker threads (one per core) take work
+    /// from each other. false: one single-threaded runtime per core, each
+    /// with its own listening socket (`SO_REUSEPORT`), as nginx's workers;
+    /// less CPU per request, but a connection stays on its core.
+    pub work_stealing: bool,
 }
 
 fn ser_cidrs<S: serde::Serializer>(

@@ -138,6 +138,7 @@ pub(super) struct RawServer {
     #[serde(default, with = "duration_text::option")]
     pub(super) send_timeout: Option<Duration>,
     pub(super) trusted_proxies: Option<Vec<String>>,
+    pub(super) work_stealing: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -102,6 +102,7 @@ pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
             Duration::from_secs(60),
         )?,
         trusted_proxies,
+        work_stealing: sv.work_stealing.unwrap_or(true),
     };
 
     let session = session_config(raw.session)?;

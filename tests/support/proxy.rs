@@ -56,7 +56,8 @@ impl Proxy {
         let app = App::build(config)
             .await
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = "127.0.0.1:0".parse().unwrap();
+        let listener = server::Listeners::bind(at, &app.settings().config.server).unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let admin = match app.settings().config.admin.listen {
