@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -118,6 +118,8 @@ pub struct Link {
     conn: Option<Box<http1::Connection<Io, Outgoing>>>,
     /// The request in flight has (or had) a body: the link is not reused.
     carried_body: bool,
+    /// The pool shelf of the runtime that opened it (see [`Pool`]).
+    home: usize,
     relay: Arc<Relay>,
     /// `relay` as a waker.
     waker: Waker,
@@ -136,6 +138,7 @@ impl Link {
             sender,
             conn: Some(Box::new(conn)),
             carried_body: false,
+            home: SHELF.with(|shelf| shelf.get()),
             waker: Waker::from(relay.clone()),
             relay,
         })
@@ -230,9 +233,16 @@ impl Link {
     }
 }
 
-/// Idle links to one upstream, newest last.
+/// Idle links to one upstream, newest last, on one shelf per runtime that
+/// serves connections (with `server.work_stealing = false`, one per core;
+/// else one). A link is registered with the runtime that opened it: used
+/// from another, each of its socket's events would cost a wake-up across
+/// threads. So a link goes back to its own shelf, and a request takes from
+/// its runtime's shelf first, from another's only when its own is empty.
 pub struct Pool {
-    idle: Mutex<VecDeque<Idle>>,
+    shelves: Box<[Mutex<VecDeque<Idle>>]>,
+    /// Idle links on all shelves together.
+    count: AtomicUsize,
     max_idle: usize,
     idle_timeout: Duration,
     /// A task closes links idle for longer than `idle_timeout`.
@@ -244,16 +254,38 @@ struct Idle {
     since: Instant,
 }
 
+thread_local! {
+    /// The shelf of the runtime this thread runs (0: the shared runtime).
+    static SHELF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as the one running per-core runtime `core`:
+/// the links it opens go back to a shelf of their own.
+pub fn serve_core(core: usize) {
+    SHELF.with(|shelf| shelf.set(core + 1));
+}
+
 impl Pool {
     /// A pool keeping at most `max_idle` idle links, each for at most
     /// `idle_timeout`.
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Arc<Pool> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Arc::new(Pool {
-            idle: Mutex::new(VecDeque::new()),
+            shelves: (0..=cores).map(|_| Mutex::new(VecDeque::new())).collect(),
+            count: AtomicUsize::new(0),
             max_idle,
             idle_timeout,
             reaping: AtomicBool::new(false),
         })
+    }
+
+    /// The shelf of the runtime running here.
+    fn own_shelf(&self) -> usize {
+        SHELF.with(|shelf| shelf.get()) % self.shelves.len()
+    }
+
+    fn shelf(&self, n: usize) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        self.shelves[n].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The most recently used idle link that is still open, if any.
@@ -266,33 +298,50 @@ impl Pool {
         }
     }
 
+    /// A fresh idle link: from this runtime's shelf, else from another.
     fn take(&self) -> Option<Link> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let own = self.own_shelf();
+        let others = (0..self.shelves.len()).filter(|&n| n != own);
+        std::iter::once(own)
+            .chain(others)
+            .find_map(|n| self.take_from(n))
+    }
+
+    fn take_from(&self, n: usize) -> Option<Link> {
+        let mut idle = self.shelf(n);
         while let Some(entry) = idle.pop_back() {
+            self.count.fetch_sub(1, Ordering::Relaxed);
             if entry.since.elapsed() < self.idle_timeout {
                 return Some(entry.link);
             }
             // Everything older is older still.
+            self.count.fetch_sub(idle.len(), Ordering::Relaxed);
             idle.clear();
         }
         None
     }
 
-    /// Keeps `link` for the next request, unless the pool is full.
+    /// Keeps `link` for the next request, on its own runtime's shelf; when
+    /// the pool is full, the oldest link on that shelf (or another) goes.
     fn put(self: &Arc<Pool>, link: Link) {
         if self.max_idle == 0 {
             return;
         }
-        {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() >= self.max_idle {
-                idle.pop_front();
+        let home = link.home % self.shelves.len();
+        if self.count.load(Ordering::Relaxed) >= self.max_idle {
+            let shelves = (0..self.shelves.len()).filter(|&n| n != home);
+            for n in std::iter::once(home).chain(shelves) {
+                if self.shelf(n).pop_front().is_some() {
+                    self.count.fetch_sub(1, Ordering::Relaxed);
+                    break;
+                }
             }
-            idle.push_back(Idle {
-                link,
-                since: Instant::now(),
-            });
         }
+        self.shelf(home).push_back(Idle {
+            link,
+            since: Instant::now(),
+        });
+        self.count.fetch_add(1, Ordering::Relaxed);
         if !self.reaping.swap(true, Ordering::Relaxed) {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(reap(Arc::downgrade(self)));
@@ -302,14 +351,18 @@ impl Pool {
 
     /// Closes idle links older than the idle timeout.
     fn expire(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let limit = self.idle_timeout;
-        idle.retain(|entry| entry.since.elapsed() < limit);
+        for n in 0..self.shelves.len() {
+            let mut idle = self.shelf(n);
+            let before = idle.len();
+            idle.retain(|entry| entry.since.elapsed() < limit);
+            self.count.fetch_sub(before - idle.len(), Ordering::Relaxed);
+        }
     }
 
     /// How many links are idle now.
     pub fn idle(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.count.load(Ordering::Relaxed)
     }
 }
 

@@ -135,7 +135,7 @@ pub async fn run(
             let accepting = accepting.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("cloakroom-core{n}"))
-                .spawn(move || serve_on_own_runtime(runtime, socket, accepting))?;
+                .spawn(move || serve_on_own_runtime(n, runtime, socket, accepting))?;
             threads.push(thread);
         }
         shutdown.await;
@@ -177,10 +177,12 @@ pub async fn run(
 /// A per-core thread: its single-threaded runtime accepts on `socket` and
 /// serves those connections, until the drain is over.
 fn serve_on_own_runtime(
+    core: usize,
     runtime: tokio::runtime::Runtime,
     socket: std::net::TcpListener,
     accepting: Accepting,
 ) {
+    crate::pool::serve_core(core);
     runtime.block_on(async move {
         let mut stop = accepting.stop.clone();
         let mut close = accepting.close.clone();

@@ -716,3 +716,23 @@ async fn pool_max_idle_zero_opens_a_connection_per_request() {
     own_answers(&proxy, "/each", b"hello from upstream").await;
     assert_eq!(upstream.connections(), 3);
 }
+
+/// With a runtime per core, an idle upstream connection opened on one core
+/// serves a request that arrives on another (each client connection here is
+/// new, and the kernel spreads them over the cores), then goes back.
+#[tokio::test]
+async fn with_a_runtime_per_core_upstream_connections_serve_every_core() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "[server]\nwork_stealing = false").await;
+    for i in 0..12 {
+        let (status, _, body) = within(get(&proxy.url(&format!("/core{i}")))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "hello from upstream");
+    }
+    assert_eq!(upstream.seen().len(), 12);
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "a core opened a connection of its own"
+    );
+}
