@@ -9,6 +9,8 @@
 #    session, the page protected) stand in front of it. wrk at 64
 #    connections and at 1, rounds interleaved; req/s, p50/p99 and the
 #    proxy's CPU per request (from /proc), and cloakroom/nginx per round.
+#    cloakroom runs twice: as configured by default (one work-stealing
+#    runtime) and with `server.work_stealing = false` (a runtime per core).
 #    `cloakroom load` runs the same setup for comparison with wrk.
 # 2. URL mode: a generated link-dense page (~1.15 MB, 12,600 links, some
 #    off-site) served by PHP with session.use_trans_sid (php-cli's built-in
@@ -28,6 +30,7 @@ PAGES=${PAGES:-200}           # link-dense pages per measurement
 BASE_PORT=${BASE_PORT:-19100}
 UP=$BASE_PORT; NGX=$((BASE_PORT + 1)); CLK=$((BASE_PORT + 2))
 PHP_TS=$((BASE_PORT + 3)); PHP_PLAIN=$((BASE_PORT + 4)); CLK_URL=$((BASE_PORT + 5))
+CLK_PC=$((BASE_PORT + 6))
 WORK=$(mktemp -d /tmp/cloakroom-compare.XXXXXX)
 # nginx workers run as an unprivileged user: they must read the pages.
 chmod 755 "$WORK"
@@ -127,15 +130,17 @@ EOF
 }
 cloakroom_conf "$CLK" "" >"$WORK/cloakroom.toml"
 cloakroom_conf "$CLK_URL" "" >"$WORK/cloakroom-url.toml"
+{ cloakroom_conf "$CLK_PC" ""; printf '[server]\nwork_stealing = false\n'; } >"$WORK/cloakroom-percore.toml"
 started=$(date +%s%N)
 "$BIN" run --config "$WORK/cloakroom.toml" 2>"$WORK/logs/cloakroom.err" & PIDS+=($!); CLK_PID=$!
+"$BIN" run --config "$WORK/cloakroom-percore.toml" 2>"$WORK/logs/cloakroom-percore.err" & PIDS+=($!); CLK_PC_PID=$!
 "$BIN" run --config "$WORK/cloakroom-url.toml" 2>"$WORK/logs/cloakroom-url.err" & PIDS+=($!)
 
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
 wait_port "$CLK"
 START_MS=$(( ($(date +%s%N) - started) / 1000000 ))
 IDLE_RSS_KB=$(awk '/VmRSS/ { print $2 }' "/proc/$CLK_PID/status")
-wait_port "$UP"; wait_port "$NGX"; wait_port "$CLK_URL"
+wait_port "$UP"; wait_port "$NGX"; wait_port "$CLK_URL"; wait_port "$CLK_PC"
 
 # Log alice in (the login form's CSRF token and cookie, then the POST).
 login() { # port -> "Cookie: NAME=VALUE"
@@ -149,6 +154,8 @@ login() { # port -> "Cookie: NAME=VALUE"
 COOKIE=$(login "$CLK")
 [ -n "$COOKIE" ] || { echo "compare.sh: could not log in" >&2; exit 1; }
 curl -sf -H "$COOKIE" -o /dev/null "http://127.0.0.1:$CLK/app/" || { echo "compare.sh: logged-in page failed" >&2; exit 1; }
+COOKIE_PC=$(login "$CLK_PC")
+curl -sf -H "$COOKIE_PC" -o /dev/null "http://127.0.0.1:$CLK_PC/app/" || { echo "compare.sh: logged-in page (per core) failed" >&2; exit 1; }
 
 # ---- 1. cookie mode ------------------------------------------------------------
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -170,15 +177,20 @@ run_wrk() { # name url pid conns secs header...
 }
 : >"$WORK/runs.tsv"
 for round in $(seq "$ROUNDS"); do
-  order=(nginx cloakroom); [ $((round % 2)) -eq 0 ] && order=(cloakroom nginx)
+  order=(nginx cloakroom cloakroom-percore)
+  [ $((round % 2)) -eq 0 ] && order=(cloakroom-percore cloakroom nginx)
   for t in "${order[@]}"; do
-    if [ "$t" = nginx ]; then
+    case "$t" in
+    nginx)
       run_wrk nginx "http://127.0.0.1:$NGX/app/" "$(ngx_worker)" 64 "$DURATION"
-      run_wrk nginx "http://127.0.0.1:$NGX/app/" "$(ngx_worker)" 1 "$LAT_DURATION"
-    else
+      run_wrk nginx "http://127.0.0.1:$NGX/app/" "$(ngx_worker)" 1 "$LAT_DURATION" ;;
+    cloakroom)
       run_wrk cloakroom "http://127.0.0.1:$CLK/app/" "$CLK_PID" 64 "$DURATION" -H "$COOKIE"
-      run_wrk cloakroom "http://127.0.0.1:$CLK/app/" "$CLK_PID" 1 "$LAT_DURATION" -H "$COOKIE"
-    fi
+      run_wrk cloakroom "http://127.0.0.1:$CLK/app/" "$CLK_PID" 1 "$LAT_DURATION" -H "$COOKIE" ;;
+    cloakroom-percore)
+      run_wrk cloakroom-percore "http://127.0.0.1:$CLK_PC/app/" "$CLK_PC_PID" 64 "$DURATION" -H "$COOKIE_PC"
+      run_wrk cloakroom-percore "http://127.0.0.1:$CLK_PC/app/" "$CLK_PC_PID" 1 "$LAT_DURATION" -H "$COOKIE_PC" ;;
+    esac
   done
 done
 "$BIN" load --target "http://127.0.0.1:$CLK/app/" --users 64 --duration "${DURATION}s" \
@@ -203,10 +215,10 @@ for (name, conns), v in sorted(by.items()):
     errs = " ".join(sorted({x[4] for x in v if x[4].strip()})) or "0"
     print(f"| {name} | {conns} | {med(0):,.0f} | {med(1):.3f} | {med(2):.3f} | {med(3):.1f} | {errs} |")
 print("\n| ratio (per round, then median) | c64 | c1 |\n|---|--:|--:|")
-for label, i, inv in (("req/s cloakroom / nginx", 0, False), ("p99 cloakroom / nginx", 2, False), ("CPU µs/req cloakroom / nginx", 3, False)):
+for label, i, who in ((f"{m} {w} / nginx", i, w) for w in ("cloakroom", "cloakroom-percore") for m, i in (("req/s", 0), ("p99", 2), ("CPU µs/req", 3))):
     cells = []
     for conns in ("64", "1"):
-        a, b = by.get(("cloakroom", conns), []), by.get(("nginx", conns), [])
+        a, b = by.get((who, conns), []), by.get(("nginx", conns), [])
         r = [x[i] / y[i] for x, y in zip(a, b) if y[i]]
         cells.append(f"{st.median(r):.2f} ({min(r):.2f}–{max(r):.2f})" if r else "–")
     print(f"| {label} | {cells[0]} | {cells[1]} |")
