@@ -1,14 +1,20 @@
 //! A response that carries a session cookie must never be stored by a
 //! shared cache (a CDN, a corporate proxy): the next visitor would be handed
-//! the same session. The application cannot know that the proxy added a
-//! cookie, so the proxy marks such responses `private` itself (RFC 9111
-//! §5.2.2.7), keeping the application's other directives.
+//! the same session. Nor may one made for a logged-in user: the next
+//! visitor would get it without logging in. The application cannot know
+//! that the proxy added a cookie, or that a login guards the path, so the
+//! proxy marks such responses `private` itself (RFC 9111 §5.2.2.7), keeping
+//! the application's other directives.
 
 use http::header::{self, HeaderMap, HeaderValue};
 
 /// Makes `headers`' response uncacheable by shared caches, unless it
 /// already is (`private` or `no-store`). `public` and `s-maxage` go.
 pub fn keep_private(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        return;
+    }
     let directives: Vec<String> = headers
         .get_all(header::CACHE_CONTROL)
         .iter()

@@ -290,8 +290,16 @@ fn finish(
     let cookie = (!state.is_stand_in() && state.cookie_needed())
         .then(|| app.sessions.set_cookie(after, page.tls))
         .flatten();
+    // An answer that carries a new session, or that was made for a
+    // logged-in user (the application was told who, and the path may be
+    // protected), must not be handed by a shared cache in front of the
+    // proxy to anyone else: an anonymous visitor would get it without
+    // logging in.
+    let private = cookie.is_some() || after.user().is_some();
     if let Some(cookie) = cookie {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    if private {
         cache::keep_private(resp.headers_mut());
     }
     if after.in_url {

@@ -592,3 +592,49 @@ async fn reserved_paths_are_answered_locally() {
         .contains("<form method=\"post\" action=\"/.cloakroom/login\">"));
     assert!(s.upstream.seen().is_empty());
 }
+
+/// A shared cache in front of the proxy (a CDN that keeps `.pdf`s whatever
+/// the cookies) must never hand a page made for a logged-in user to the
+/// next visitor, who would get it without logging in: every answer to a
+/// logged-in session is `private`, whatever the application said.
+#[tokio::test]
+async fn answers_for_a_logged_in_user_are_kept_out_of_shared_caches() {
+    let s = site("", "[session]\ncookieless = false").await;
+    let cacheable = "h=Cache-Control%3Apublic%2C%20max-age%3D600%2C%20s-maxage%3D3600";
+
+    // Anonymous, on a public path: the application's caching is its own.
+    let mut b = Browser::new(&s.proxy);
+    let page = b.get(&format!("/public/respond-with?{cacheable}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        page.headers["cache-control"],
+        "public, max-age=600, s-maxage=3600"
+    );
+
+    let page = log_in(&mut b, "alice", "wonderland", "/books").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    // A protected page, with the application's directives and without.
+    let page = b
+        .get(&format!("/report.pdf/respond-with?{cacheable}"))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        s.upstream
+            .seen()
+            .last()
+            .unwrap()
+            .header("x-forwarded-user")
+            .as_deref(),
+        Some("alice")
+    );
+    assert_eq!(page.headers["cache-control"], "private, max-age=600");
+    let page = b.get("/books").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.headers["cache-control"], "private");
+    // A public path too: the application was told who asked.
+    let page = b.get(&format!("/public/respond-with?{cacheable}")).await;
+    assert_eq!(page.headers["cache-control"], "private, max-age=600");
+    // An application that already keeps it private or unstored is left alone.
+    let page = b.get("/respond-with?h=Cache-Control%3Ano-store").await;
+    assert_eq!(page.headers["cache-control"], "no-store");
+}

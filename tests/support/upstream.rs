@@ -103,7 +103,7 @@ struct UpstreamState {
 ///   [`Upstream::release_download`], then sends the rest;
 /// - `/stream.html?bytes=N`: the same, as HTML made of [`LINK`]s;
 /// - `/ws`: a WebSocket echo;
-/// - `/respond-with?h=Name:Value&status=N`: records the request, answers
+/// - `[/any/prefix]/respond-with?h=Name:Value&status=N`: records the request, answers
 ///   with that status and those headers;
 /// - anything else: records the request and answers `hello from upstream`.
 pub struct Upstream {
@@ -292,7 +292,7 @@ async fn route(
         }
         "/ws" => websocket_echo(&mut req),
         p if p.starts_with("/html/") => html_page(&state, req).await,
-        "/respond-with" => {
+        p if p.ends_with("/respond-with") => {
             // `?h=Name:Value&h=…`: answer with these headers (and record).
             let pairs: Vec<(String, String)> =
                 url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
