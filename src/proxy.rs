@@ -230,9 +230,15 @@ async fn respond(
     // In URL mode the client keeps no cookies: the application's own come
     // from the session's jar.
     let url_mode_path = state.in_url.then(|| req.uri().path().to_owned());
-    if let Some(path) = &url_mode_path {
-        send_kept_cookies(app, state, path, req.headers_mut());
-    }
+    let jar_sent = url_mode_path
+        .as_ref()
+        .is_some_and(|path| send_kept_cookies(app, state, path, req.headers_mut()));
+    // The application is told something of this session (who is logged
+    // in, its values, its cookies kept for a URL-mode client): its answer
+    // may show it, and no shared cache may hand that to anyone else.
+    let personal = state.user().is_some()
+        || jar_sent
+        || req.headers().contains_key(&app_values::VALUES_HEADER);
     let sent = Instant::now();
     // A tunnel opened by a logged-in session lives only as long as it does.
     let ends = match (&upgrade, state.user()) {
@@ -241,6 +247,9 @@ async fn respond(
     };
     let mut resp = settings.upstream.forward(req, peer, upgrade, ends).await?;
     let upstream_time = sent.elapsed();
+    if personal {
+        cache::keep_private(resp.headers_mut());
+    }
 
     // 7. In URL mode, the application's Set-Cookies go into the jar. The
     //    upstream may drive the session (when allowed); its control headers
@@ -428,21 +437,30 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Adds the cookies the application set earlier (kept in the jar) to a
-/// URL-mode request.
-fn send_kept_cookies(app: &App, current: &Current, path: &str, headers: &mut http::HeaderMap) {
+/// URL-mode request; whether there were any.
+fn send_kept_cookies(
+    app: &App,
+    current: &Current,
+    path: &str,
+    headers: &mut http::HeaderMap,
+) -> bool {
     let Some(session) = &current.session else {
-        return;
+        return false;
     };
     let now = app.sessions.clock().now_ms();
     let Some(kept) = Jar::of(session).header_for(path, now) else {
-        return;
+        return false;
     };
     let value = match headers.get(header::COOKIE).and_then(|v| v.to_str().ok()) {
         Some(own) => format!("{own}; {kept}"),
         None => kept,
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(header::COOKIE, value);
+    match HeaderValue::from_str(&value) {
+        Ok(value) => {
+            headers.insert(header::COOKIE, value);
+            true
+        }
+        Err(_) => false,
     }
 }
 

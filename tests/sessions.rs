@@ -437,10 +437,29 @@ async fn a_response_carrying_a_new_session_is_kept_out_of_shared_caches() {
     let id = issued(&headers).expect("no session issued");
     assert_eq!(headers["cache-control"], "private, max-age=600");
 
-    // Without a new cookie, the application's caching is its own.
-    let (_, headers, _) = get_with_cookie(&url, &format!("CLOAKROOMSID={id}")).await;
+    // Without a new cookie, a session the application is told nothing of
+    // keeps the application's caching.
+    let plain = Proxy::start(&upstream, "", "").await;
+    let (_, headers, _) = get(&plain.url("/.cloakroom/login")).await;
+    let anonymous = issued(&headers).expect("no session issued");
+    let (_, headers, _) = get_with_cookie(
+        &plain.url("/respond-with?h=Cache-Control%3Apublic%2C%20max-age%3D600"),
+        &format!("CLOAKROOMSID={anonymous}"),
+    )
+    .await;
     assert_eq!(issued(&headers), None);
     assert_eq!(headers["cache-control"], "public, max-age=600");
+
+    // But one whose values the application is sent may show them: private.
+    let (_, headers, _) = get_with_cookie(&url, &format!("CLOAKROOMSID={id}")).await;
+    assert_eq!(issued(&headers), None);
+    assert!(upstream
+        .seen()
+        .last()
+        .unwrap()
+        .header("x-cloakroom-session")
+        .is_some());
+    assert_eq!(headers["cache-control"], "private, max-age=600");
 }
 
 fn local_client() -> cloakroom::session::Client<'static> {
