@@ -9,7 +9,8 @@
 use http::header::{self, HeaderMap, HeaderValue};
 
 /// Makes `headers`' response uncacheable by shared caches, unless it
-/// already is (`private` or `no-store`). `public` and `s-maxage` go.
+/// already is (a whole-response `private`, or `no-store`). `public`,
+/// `s-maxage` and a `private` naming only some fields go.
 pub fn keep_private(headers: &mut HeaderMap) {
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
@@ -30,18 +31,22 @@ pub fn keep_private(headers: &mut HeaderMap) {
             .trim()
             .to_ascii_lowercase()
     };
+    // `private="Set-Cookie"` keeps only the fields it names from shared
+    // caches (RFC 9111 §5.2.2.7): the response itself may still be stored.
+    let whole = |d: &str| !d.contains('=');
     if directives
         .iter()
-        .any(|d| matches!(name(d).as_str(), "private" | "no-store"))
+        .any(|d| whole(d) && matches!(name(d).as_str(), "private" | "no-store"))
     {
         return;
     }
     let mut kept: Vec<String> = vec!["private".to_owned()];
-    kept.extend(
-        directives
-            .into_iter()
-            .filter(|d| !matches!(name(d).as_str(), "public" | "s-maxage" | "proxy-revalidate")),
-    );
+    kept.extend(directives.into_iter().filter(|d| {
+        !matches!(
+            name(d).as_str(),
+            "public" | "s-maxage" | "proxy-revalidate" | "private"
+        )
+    }));
     if let Ok(value) = HeaderValue::from_str(&kept.join(", ")) {
         headers.insert(header::CACHE_CONTROL, value);
     }
@@ -70,5 +75,14 @@ mod tests {
         assert_eq!(after(Some("max-age=60")), "private, max-age=60");
         assert_eq!(after(Some("no-store")), "no-store");
         assert_eq!(after(Some("Private, max-age=5")), "Private, max-age=5");
+        // Private only in part: the rest could still be stored.
+        assert_eq!(
+            after(Some("private=\"Set-Cookie\", public, max-age=600")),
+            "private, max-age=600"
+        );
+        assert_eq!(
+            after(Some("no-store=\"x\", max-age=1")),
+            "private, no-store=\"x\", max-age=1"
+        );
     }
 }
