@@ -8,10 +8,24 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 
+/// Cache-Control fields aimed at one kind of cache, which such a cache
+/// obeys instead of Cache-Control.
+static TARGETED: [header::HeaderName; 4] = [
+    header::HeaderName::from_static("cdn-cache-control"),
+    header::HeaderName::from_static("cloudflare-cdn-cache-control"),
+    header::HeaderName::from_static("surrogate-control"),
+    header::HeaderName::from_static("edge-control"),
+];
+
 /// Makes `headers`' response uncacheable by shared caches, unless it
 /// already is (a whole-response `private`, or `no-store`). `public`,
 /// `s-maxage` and a `private` naming only some fields go.
 pub fn keep_private(headers: &mut HeaderMap) {
+    // A CDN that honours a field aimed at it (RFC 9213's CDN-Cache-Control,
+    // Surrogate-Control and their vendor forms) ignores Cache-Control.
+    for targeted in &TARGETED {
+        headers.remove(targeted);
+    }
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
         return;
@@ -84,5 +98,29 @@ mod tests {
             after(Some("no-store=\"x\", max-age=1")),
             "private, no-store=\"x\", max-age=1"
         );
+    }
+
+    #[test]
+    fn fields_for_cdns_alone_go_too() {
+        for name in [
+            "CDN-Cache-Control",
+            "Surrogate-Control",
+            "Cloudflare-CDN-Cache-Control",
+            "Edge-Control",
+        ] {
+            for own in [None, Some("no-store")] {
+                let mut h = HeaderMap::new();
+                h.insert(
+                    header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_static("max-age=600"),
+                );
+                if let Some(own) = own {
+                    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(own));
+                }
+                keep_private(&mut h);
+                assert!(!h.contains_key(name), "{name} kept");
+                assert_eq!(h[header::CACHE_CONTROL], own.unwrap_or("private"));
+            }
+        }
     }
 }

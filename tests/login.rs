@@ -637,4 +637,10 @@ async fn answers_for_a_logged_in_user_are_kept_out_of_shared_caches() {
     // An application that already keeps it private or unstored is left alone.
     let page = b.get("/respond-with?h=Cache-Control%3Ano-store").await;
     assert_eq!(page.headers["cache-control"], "no-store");
+    // A field a CDN would obey instead of Cache-Control goes.
+    let page = b
+        .get("/respond-with?h=CDN-Cache-Control%3Amax-age%3D600")
+        .await;
+    assert_eq!(page.headers["cache-control"], "private");
+    assert!(!page.headers.contains_key("cdn-cache-control"));
 }
