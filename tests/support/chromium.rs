@@ -162,7 +162,19 @@ impl Chromium {
     /// Waits until a new page has loaded at exactly `path`, and returns its
     /// address.
     pub async fn wait_for(&mut self, path: &str) -> String {
-        let path = path.to_owned();
+        self.wait_until(path, |pathname| pathname == path).await
+    }
+
+    /// Opens `url`, a page that moves on by itself at once (a refresh of 0
+    /// seconds, which a slow poll can miss), and waits until a new page has
+    /// loaded: that one, or where it moved on to.
+    pub async fn open_moving_on(&mut self, url: &str, path: &str) -> String {
+        self.eval("window.__stale = true; true").await;
+        self.navigate(url).await;
+        self.wait_until(path, |_| true).await
+    }
+
+    async fn wait_until(&mut self, path: &str, arrived: impl Fn(&str) -> bool) -> String {
         for _ in 0..300 {
             let state = self
                 .eval("JSON.stringify([document.readyState, location.href, location.pathname, String(!!window.__stale)])")
@@ -173,7 +185,7 @@ impl Chromium {
                 if self.seen_urls.last() != Some(href) {
                     self.seen_urls.push(href.clone());
                 }
-                if ready == "complete" && stale == "false" && *pathname == path {
+                if ready == "complete" && stale == "false" && arrived(pathname) {
                     return href.clone();
                 }
             }
