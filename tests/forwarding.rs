@@ -717,22 +717,28 @@ async fn pool_max_idle_zero_opens_a_connection_per_request() {
     assert_eq!(upstream.connections(), 3);
 }
 
-/// With a runtime per core, an idle upstream connection opened on one core
-/// serves a request that arrives on another (each client connection here is
-/// new, and the kernel spreads them over the cores), then goes back.
+/// With a runtime per core, each core keeps its own upstream connections:
+/// one opened on a core serves only that core's requests (on another, its
+/// events would wait for the core that opened it), and is reused there.
 #[tokio::test]
-async fn with_a_runtime_per_core_upstream_connections_serve_every_core() {
+async fn with_a_runtime_per_core_each_core_keeps_its_own_upstream_connections() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start(&upstream, "", "[server]\nwork_stealing = false").await;
-    for i in 0..12 {
+    // Each client connection is new; the kernel spreads them over the cores.
+    for i in 0..48 {
         let (status, _, body) = within(get(&proxy.url(&format!("/core{i}")))).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, "hello from upstream");
     }
-    assert_eq!(upstream.seen().len(), 12);
-    assert_eq!(
-        upstream.connections(),
-        1,
-        "a core opened a connection of its own"
+    assert_eq!(upstream.seen().len(), 48);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let opened = upstream.connections();
+    assert!(
+        opened <= cores,
+        "{opened} upstream connections for {cores} cores: not reused"
     );
+    if cores > 1 {
+        // 48 connections all on one core: about one run in 2^47.
+        assert!(opened > 1, "one upstream connection served every core");
+    }
 }
