@@ -59,6 +59,13 @@ impl Listeners {
                 per_core: false,
             });
         }
+        if addr.port() != 0 {
+            // Another process's sockets on this port with SO_REUSEPORT (a
+            // second instance in this mode, started by mistake) would be
+            // joined without a word and get a share of the connections. A
+            // plain bind first fails on them as it does without this mode.
+            socket_for(addr)?.bind(addr)?;
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut sockets: Vec<std::net::TcpListener> = Vec::with_capacity(cores);
         for _ in 0..cores {

@@ -221,6 +221,30 @@ async fn with_a_runtime_per_core_a_quiet_core_holds_no_slot() {
     assert_eq!(upstream.seen().len(), 8);
 }
 
+/// A port another process holds with SO_REUSEPORT (a second instance with a
+/// runtime per core) is refused as in use, not joined.
+#[tokio::test]
+async fn with_a_runtime_per_core_a_port_in_use_is_refused() {
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.set_reuseport(true).unwrap();
+    other.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let other = other.listen(16).unwrap();
+    let at = other.local_addr().unwrap();
+    for mode in ["false", "true"] {
+        let config = cloakroom::Config::parse(&format!(
+            "listen = \"{at}\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+             [server]\nwork_stealing = {mode}\n"
+        ))
+        .unwrap();
+        let refused = cloakroom::server::Listeners::bind(at, &config.server);
+        assert_eq!(
+            refused.err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::AddrInUse),
+            "work_stealing = {mode}: bound a port in use"
+        );
+    }
+}
+
 async fn beyond_the_cap(config: &str) {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start(&upstream, "", config).await;
