@@ -8,62 +8,86 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 
-/// Cache-Control fields aimed at one kind of cache, which such a cache
-/// obeys instead of Cache-Control.
-static TARGETED: [header::HeaderName; 4] = [
-    header::HeaderName::from_static("cdn-cache-control"),
-    header::HeaderName::from_static("cloudflare-cdn-cache-control"),
-    header::HeaderName::from_static("surrogate-control"),
-    header::HeaderName::from_static("edge-control"),
-];
+/// Whether a response field is caching aimed at one kind of cache, which
+/// such a cache obeys instead of Cache-Control: RFC 9213's
+/// `CDN-Cache-Control` and its vendor forms (`Cloudflare-`, `Vercel-`,
+/// `Netlify-`…), `Surrogate-Control`, Akamai's `Edge-Control` and
+/// `Akamai-Cache-Control`, and nginx's `X-Accel-Expires` (an nginx cache
+/// in front of the proxy).
+fn targeted(name: &str) -> bool {
+    name == "cdn-cache-control"
+        || name.ends_with("-cdn-cache-control")
+        || matches!(
+            name,
+            "surrogate-control" | "edge-control" | "akamai-cache-control" | "x-accel-expires"
+        )
+}
 
-/// Makes `headers`' response uncacheable by shared caches, unless it
-/// already is (a whole-response `private`, or `no-store`). `public`,
-/// `s-maxage` and a `private` naming only some fields go.
-pub fn keep_private(headers: &mut HeaderMap) {
-    // A CDN that honours a field aimed at it (RFC 9213's CDN-Cache-Control,
-    // Surrogate-Control and their vendor forms) ignores Cache-Control.
-    for targeted in &TARGETED {
-        headers.remove(targeted);
+/// Removes the caching fields aimed at one kind of cache (see [`targeted`]),
+/// so that Cache-Control alone decides.
+pub fn strip_targeted(headers: &mut HeaderMap) {
+    if !headers.keys().any(|name| targeted(name.as_str())) {
+        return;
     }
+    let names: Vec<header::HeaderName> = headers
+        .keys()
+        .filter(|name| targeted(name.as_str()))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+/// Makes `headers`' response uncacheable by shared caches: one
+/// Cache-Control field that starts with `private`, with the application's
+/// other directives after it (its `public`, `s-maxage`, `proxy-revalidate`
+/// and any `private`, whole or naming fields, go), and no field aimed at
+/// one kind of cache.
+pub fn keep_private(headers: &mut HeaderMap) {
+    strip_targeted(headers);
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
         return;
     }
-    let directives: Vec<String> = headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|d| d.trim().to_owned())
-        .filter(|d| !d.is_empty())
-        .collect();
-    let name = |d: &str| {
-        d.split('=')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase()
-    };
-    // `private="Set-Cookie"` keeps only the fields it names from shared
-    // caches (RFC 9111 §5.2.2.7): the response itself may still be stored.
-    let whole = |d: &str| !d.contains('=');
-    if directives
-        .iter()
-        .any(|d| whole(d) && matches!(name(d).as_str(), "private" | "no-store"))
-    {
-        return;
+    let mut kept: Vec<&str> = vec!["private"];
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        // A value that is not text cannot be judged, and goes.
+        let Ok(text) = value.to_str() else { continue };
+        for directive in directives(text) {
+            let name = directive.split('=').next().unwrap_or("").trim();
+            let dropped = ["public", "s-maxage", "proxy-revalidate", "private"]
+                .iter()
+                .any(|d| name.eq_ignore_ascii_case(d));
+            if !dropped {
+                kept.push(directive);
+            }
+        }
     }
-    let mut kept: Vec<String> = vec!["private".to_owned()];
-    kept.extend(directives.into_iter().filter(|d| {
-        !matches!(
-            name(d).as_str(),
-            "public" | "s-maxage" | "proxy-revalidate" | "private"
-        )
-    }));
-    if let Ok(value) = HeaderValue::from_str(&kept.join(", ")) {
-        headers.insert(header::CACHE_CONTROL, value);
+    let value = HeaderValue::from_str(&kept.join(", "))
+        .unwrap_or_else(|_| HeaderValue::from_static("private"));
+    headers.insert(header::CACHE_CONTROL, value);
+}
+
+/// The directives of one Cache-Control value, trimmed: split at commas
+/// outside quoted strings (`community="a,public"` is one directive).
+fn directives(text: &str) -> impl Iterator<Item = &str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (at, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&text[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
     }
+    parts.push(&text[start..]);
+    parts.into_iter().map(str::trim).filter(|d| !d.is_empty())
 }
 
 #[cfg(test)]
@@ -87,26 +111,60 @@ mod tests {
             "private, max-age=600"
         );
         assert_eq!(after(Some("max-age=60")), "private, max-age=60");
-        assert_eq!(after(Some("no-store")), "no-store");
-        assert_eq!(after(Some("Private, max-age=5")), "Private, max-age=5");
+        // The application's own private or no-store: still one private
+        // first, and public and s-maxage gone (a cache that reads only the
+        // first field, or matches case, would otherwise store it).
+        assert_eq!(after(Some("no-store")), "private, no-store");
+        assert_eq!(after(Some("Private, max-age=5")), "private, max-age=5");
+        assert_eq!(
+            after(Some("NO-STORE,public,s-maxage=60")),
+            "private, NO-STORE"
+        );
         // Private only in part: the rest could still be stored.
         assert_eq!(
             after(Some("private=\"Set-Cookie\", public, max-age=600")),
             "private, max-age=600"
         );
+        // Commas inside quoted strings split nothing.
         assert_eq!(
-            after(Some("no-store=\"x\", max-age=1")),
-            "private, no-store=\"x\", max-age=1"
+            after(Some("community=\"x,private,y\",public,s-maxage=60")),
+            "private, community=\"x,private,y\""
+        );
+        assert_eq!(after(Some("private=\"a,b\",public,s-maxage=60")), "private");
+        assert_eq!(
+            after(Some("foo=\"a\\\",b,private\", max-age=1")),
+            "private, foo=\"a\\\",b,private\", max-age=1"
         );
     }
 
     #[test]
-    fn fields_for_cdns_alone_go_too() {
+    fn several_fields_become_one() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public,s-maxage=60"),
+        );
+        h.append(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        h.append(
+            header::CACHE_CONTROL,
+            HeaderValue::from_bytes(b"max-age=\xff").unwrap(),
+        );
+        keep_private(&mut h);
+        let all: Vec<_> = h.get_all(header::CACHE_CONTROL).iter().collect();
+        assert_eq!(all, ["private"]);
+    }
+
+    #[test]
+    fn fields_for_one_kind_of_cache_go_too() {
         for name in [
             "CDN-Cache-Control",
-            "Surrogate-Control",
             "Cloudflare-CDN-Cache-Control",
+            "Vercel-CDN-Cache-Control",
+            "Netlify-CDN-Cache-Control",
+            "Surrogate-Control",
             "Edge-Control",
+            "Akamai-Cache-Control",
+            "X-Accel-Expires",
         ] {
             for own in [None, Some("no-store")] {
                 let mut h = HeaderMap::new();
@@ -119,8 +177,13 @@ mod tests {
                 }
                 keep_private(&mut h);
                 assert!(!h.contains_key(name), "{name} kept");
-                assert_eq!(h[header::CACHE_CONTROL], own.unwrap_or("private"));
+                let expected = own.map_or("private".to_owned(), |o| format!("private, {o}"));
+                assert_eq!(h[header::CACHE_CONTROL], expected.as_str());
             }
         }
+        let mut h = HeaderMap::new();
+        h.insert("x-cache-control-note", HeaderValue::from_static("kept"));
+        strip_targeted(&mut h);
+        assert!(h.contains_key("x-cache-control-note"));
     }
 }

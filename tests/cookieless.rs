@@ -452,6 +452,27 @@ async fn the_upstreams_cookies_are_kept_for_a_client_in_url_mode() {
     );
 }
 
+/// A URL-mode page's links carry the ticket: no field aimed at a CDN or an
+/// nginx cache may let one keep it.
+#[tokio::test]
+async fn url_mode_pages_keep_no_cdn_caching_field() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", "").await;
+    let c = NoCookies::new(&proxy);
+    let id = c.enter_url_mode("/html/page").await;
+    let page = c
+        .get(&format!(
+            "/respond-with?h=Content-Type%3Atext%2Fhtml&h=CDN-Cache-Control%3Amax-age%3D600\
+             &h=Surrogate-Control%3Amax-age%3D600&h=X-Accel-Expires%3A600&{NAME}={id}"
+        ))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.headers["cache-control"], "private, no-store");
+    for name in ["cdn-cache-control", "surrogate-control", "x-accel-expires"] {
+        assert!(!page.headers.contains_key(name), "{name} kept");
+    }
+}
+
 #[tokio::test]
 async fn a_valid_cookie_wins_over_an_id_in_the_url() {
     let upstream = Upstream::start().await;

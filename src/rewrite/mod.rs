@@ -40,6 +40,9 @@ pub fn for_url_mode(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-store"),
     );
+    // Links and redirects carry the ticket: no CDN-aimed field may let a
+    // cache keep them either.
+    crate::cache::strip_targeted(headers);
 
     // A browser must not sniff what the proxy judged.
     headers.insert(
