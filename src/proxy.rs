@@ -269,7 +269,10 @@ async fn respond(
         None => {}
     }
     // After a login above, so that values set with it land in the new session.
-    keep_app_values(app, settings, peer, state, resp.headers_mut()).await;
+    // An answer that set values was made for this session too.
+    if keep_app_values(app, settings, peer, state, resp.headers_mut()).await {
+        cache::keep_private(resp.headers_mut());
+    }
     Ok((resp, Some(upstream_time)))
 }
 
@@ -521,24 +524,24 @@ fn tell_upstream(app: &App, settings: &Settings, state: &SessionState, headers: 
 /// response (a client never sees them, nor a copy of what the proxy sent)
 /// and, with `session.app_values`, applies them to the session (written at
 /// commit). A change that breaks a rule is refused whole and logged; the
-/// response goes on either way.
+/// response goes on either way. Whether the values changed.
 async fn keep_app_values(
     app: &App,
     settings: &Settings,
     peer: Peer,
     state: &mut SessionState,
     headers: &mut HeaderMap,
-) {
+) -> bool {
     headers.remove(&app_values::VALUES_HEADER);
     if let Some(assertion) = &settings.assertion {
         headers.remove(assertion.header());
     }
     let Some(change) = app_values::Change::take(headers) else {
-        return;
+        return false;
     };
     if !settings.config.session.app_values {
         tracing::debug!("ignored X-Cloakroom-Session-Set/-Unset (session.app_values is off)");
-        return;
+        return false;
     }
     let mut values = state
         .session
@@ -546,7 +549,7 @@ async fn keep_app_values(
         .map(|s| s.app.clone())
         .unwrap_or_default();
     match change.and_then(|c| c.apply(&mut values)) {
-        Ok(false) => {}
+        Ok(false) => false,
         Ok(true) => {
             if state.session.is_none()
                 && !app
@@ -555,14 +558,16 @@ async fn keep_app_values(
                     .await
             {
                 tracing::info!(ip = %peer.addr.ip(), "session values not kept: this address made too many new sessions");
-                return;
+                return false;
             }
             let now = app.sessions.clock().now_ms();
             state.record_mut(now).app = values;
+            true
         }
         Err(refused) => {
             let session = app.sessions.key_hash(&state.id.key());
             tracing::warn!(%refused, session, "session values from the application refused; the earlier values stay");
+            false
         }
     }
 }

@@ -460,6 +460,18 @@ async fn a_response_carrying_a_new_session_is_kept_out_of_shared_caches() {
         .header("x-cloakroom-session")
         .is_some());
     assert_eq!(headers["cache-control"], "private, max-age=600");
+
+    // So is an answer that sets the first values of a session whose ID the
+    // client already holds (no new cookie goes with it).
+    let (_, headers, _) = get(&proxy.url("/.cloakroom/login")).await;
+    let held = issued(&headers).expect("no session issued");
+    let (_, headers, _) = get_with_cookie(
+        &format!("{url}&h=X-Cloakroom-Session-Set%3Acart%3D3"),
+        &format!("CLOAKROOMSID={held}"),
+    )
+    .await;
+    assert_eq!(issued(&headers), None, "a second cookie for a held ID");
+    assert_eq!(headers["cache-control"], "private, max-age=600");
 }
 
 fn local_client() -> cloakroom::session::Client<'static> {
