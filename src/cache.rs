@@ -12,14 +12,18 @@ use http::header::{self, HeaderMap, HeaderValue};
 /// such a cache obeys instead of Cache-Control: RFC 9213's
 /// `CDN-Cache-Control` and its vendor forms (`Cloudflare-`, `Vercel-`,
 /// `Netlify-`…), `Surrogate-Control`, Akamai's `Edge-Control` and
-/// `Akamai-Cache-Control`, and nginx's `X-Accel-Expires` (an nginx cache
-/// in front of the proxy).
+/// `Akamai-Cache-Control`, nginx's `X-Accel-Expires` (an nginx cache in
+/// front of the proxy) and LiteSpeed's `X-LiteSpeed-Cache-Control`.
 fn targeted(name: &str) -> bool {
     name == "cdn-cache-control"
         || name.ends_with("-cdn-cache-control")
         || matches!(
             name,
-            "surrogate-control" | "edge-control" | "akamai-cache-control" | "x-accel-expires"
+            "surrogate-control"
+                | "edge-control"
+                | "akamai-cache-control"
+                | "x-accel-expires"
+                | "x-litespeed-cache-control"
         )
 }
 
@@ -86,7 +90,11 @@ fn directives(text: &str) -> impl Iterator<Item = &str> {
             _ => {}
         }
     }
-    parts.push(&text[start..]);
+    // A quoted string left open swallows the rest: that part is dropped,
+    // whatever a cache that ignores quotes would read in it.
+    if !quoted {
+        parts.push(&text[start..]);
+    }
     parts.into_iter().map(str::trim).filter(|d| !d.is_empty())
 }
 
@@ -131,6 +139,11 @@ mod tests {
             "private, community=\"x,private,y\""
         );
         assert_eq!(after(Some("private=\"a,b\",public,s-maxage=60")), "private");
+        // A quote left open: what follows it is not trusted.
+        assert_eq!(
+            after(Some("max-age=5, ext=\"abc, public, s-maxage=60")),
+            "private, max-age=5"
+        );
         assert_eq!(
             after(Some("foo=\"a\\\",b,private\", max-age=1")),
             "private, foo=\"a\\\",b,private\", max-age=1"
@@ -165,6 +178,7 @@ mod tests {
             "Edge-Control",
             "Akamai-Cache-Control",
             "X-Accel-Expires",
+            "X-LiteSpeed-Cache-Control",
         ] {
             for own in [None, Some("no-store")] {
                 let mut h = HeaderMap::new();

@@ -439,6 +439,14 @@ impl Body for Relayed {
             None => Pin::new(&mut this.body).poll_frame(cx),
         };
         match &frame {
+            // Trailers end the message, and are not passed on (as nginx's
+            // proxy_pass_trailers off): none of the response's rules (the
+            // control headers taken off, the cache marking) would apply to
+            // them.
+            Poll::Ready(Some(Ok(f))) if f.is_trailers() => {
+                this.release(cx);
+                return Poll::Ready(None);
+            }
             Poll::Ready(None) => this.release(cx),
             Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(cx),
             // A broken body: the link is not reused.

@@ -742,3 +742,52 @@ async fn with_a_runtime_per_core_each_core_keeps_its_own_upstream_connections() 
         assert!(opened > 1, "one upstream connection served every core");
     }
 }
+
+/// Trailers from the application end its answer and are not passed on (as
+/// nginx's `proxy_pass_trailers off`): the response's rules (control
+/// headers taken off, cache marking) would not apply to them. The
+/// connection still serves the next request.
+#[tokio::test]
+async fn the_applications_trailers_are_not_passed_on() {
+    use tokio::io::AsyncWriteExt;
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app.local_addr().unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = app.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while read_request(&mut tcp, &mut buf).await.is_some() {
+                    let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Cloakroom-Session-Set, Cache-Control\r\n\r\n\
+                        5\r\nhello\r\n0\r\nX-Cloakroom-Session-Set: t=1\r\nCache-Control: public, s-maxage=60\r\nSet-Cookie: z=1\r\n\r\n";
+                    if tcp.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = Proxy::start_url(&format!("http://{app_addr}"), "", "").await;
+    for client in [http2(), http1()] {
+        for _ in 0..2 {
+            let req = Request::get(proxy.url("/trailers"))
+                .header("te", "trailers")
+                .body(empty())
+                .unwrap();
+            let resp = within(client.request(req)).await.expect("request failed");
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = within(http_body_util::BodyExt::collect(resp.into_body()))
+                .await
+                .expect("body failed");
+            assert_eq!(body.trailers(), None, "trailers passed on");
+            assert_eq!(body.to_bytes(), "hello");
+        }
+    }
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the connection was not reused after the trailers"
+    );
+}
