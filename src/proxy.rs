@@ -233,12 +233,9 @@ async fn respond(
     let jar_sent = url_mode_path
         .as_ref()
         .is_some_and(|path| send_kept_cookies(app, state, path, req.headers_mut()));
-    // The application is told something of this session (who is logged
-    // in, its values, its cookies kept for a URL-mode client): its answer
-    // may show it, and no shared cache may hand that to anyone else.
-    let personal = state.user().is_some()
-        || jar_sent
-        || req.headers().contains_key(&app_values::VALUES_HEADER);
+    // The application is told this session's values or its kept cookies:
+    // its answer may show them (see the end of this step).
+    let told = jar_sent || req.headers().contains_key(&app_values::VALUES_HEADER);
     let sent = Instant::now();
     // A tunnel opened by a logged-in session lives only as long as it does.
     let ends = match (&upgrade, state.user()) {
@@ -247,9 +244,6 @@ async fn respond(
     };
     let mut resp = settings.upstream.forward(req, peer, upgrade, ends).await?;
     let upstream_time = sent.elapsed();
-    if personal {
-        cache::keep_private(resp.headers_mut());
-    }
 
     // 7. In URL mode, the application's Set-Cookies go into the jar. The
     //    upstream may drive the session (when allowed); its control headers
@@ -269,8 +263,11 @@ async fn respond(
         None => {}
     }
     // After a login above, so that values set with it land in the new session.
-    // An answer that set values was made for this session too.
-    if keep_app_values(app, settings, peer, state, resp.headers_mut()).await {
+    let values_set = keep_app_values(app, settings, peer, state, resp.headers_mut()).await;
+    // An answer made with this session's data, or that set it, must not be
+    // handed by a shared cache to anyone else. A logged-in session's
+    // answers, local ones too, are marked in `finish`.
+    if (told || values_set) && state.user().is_none() {
         cache::keep_private(resp.headers_mut());
     }
     Ok((resp, Some(upstream_time)))
