@@ -119,9 +119,15 @@ async fn pump(
         }
     })
     .ok_or("the page's charset cannot be rewritten")?;
+    // The next buffer starts as large as the last one sent: a rewritten
+    // chunk is about as long as the one before, and a buffer grown from
+    // empty by lol_html's many small writes is copied at each doubling.
     let take = || -> Bytes {
         out.lock()
-            .map(|mut buf| Bytes::from(std::mem::take(&mut *buf)))
+            .map(|mut buf| {
+                let next = Vec::with_capacity(buf.len());
+                Bytes::from(std::mem::replace(&mut *buf, next))
+            })
             .unwrap_or_default()
     };
     let mut buf = vec![0u8; 32 * 1024];

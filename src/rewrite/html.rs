@@ -59,33 +59,88 @@ use lol_html::send::{Element, HtmlRewriter, Settings};
 use lol_html::{AsciiCompatibleEncoding, MemorySettings};
 use url::Url;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use super::link::{
-    attribute_text, attribute_url, refresh_parts, rewrite_url, Carry, Origin, Ticket,
+    attribute_text, attribute_url, refresh_parts, rewrite_attribute, rewrite_url, Carry, Origin,
+    Ticket,
 };
 
 /// Most memory lol_html may use for one page (it needs only what one tag
 /// holds; a page that needs more is passed on unrewritten from there).
 const MEMORY_LIMIT: usize = 4 * 1024 * 1024;
 
-const SELECTOR: &str = "a[href], area[href], form, [formaction], iframe, frame[src], \
-     meta, base[href], [ping], [referrerpolicy], script[type]";
-
 /// HTML's raw-text and escapable-raw-text elements (and `plaintext`):
 /// their content is text in HTML, markup in SVG or MathML.
 const TEXT_ONLY: &str =
     "style, script, title, textarea, xmp, iframe, noembed, noframes, plaintext, noscript, mglyph, malignmark";
 
-/// What relative URLs resolve against, as far as the page has told.
-enum Base {
-    /// The document's own URL (no `<base href>` yet).
-    Document,
-    /// The first `<base href>`.
-    Known(Url),
-    /// A `<base href>` that could not be read.
-    Unknown,
-}
+/// What relative URLs resolve against, as far as the page has told: unset
+/// while the page has no `<base href>` (the document's own URL), then the
+/// first one, `None` if it could not be read.
+type Base = std::sync::OnceLock<Option<Url>>;
 
 type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// What every handler of one page shares (lol_html's handlers are
+/// separate closures, one per selector, which it calls without looking at
+/// tag names the selector already matched).
+struct Page {
+    origin: Origin,
+    ticket: Ticket,
+    base: Base,
+    /// How many ambiguous text-only elements (see the module's notes) are
+    /// open around the current element: no ticket is given inside one.
+    ambiguous: AtomicUsize,
+    /// An <svg> or <math> has begun: the rest of the page gets no ticket.
+    diverged: AtomicBool,
+}
+
+impl Page {
+    fn inside_ambiguous(&self) -> bool {
+        self.ambiguous.load(Ordering::Relaxed) > 0 || self.diverged.load(Ordering::Relaxed)
+    }
+
+    /// Where relative URLs resolve; `None` when the page's base is unknown.
+    fn resolve_against(&self) -> Option<&Url> {
+        match self.base.get() {
+            None => Some(&self.origin.document),
+            Some(base) => base.as_ref(),
+        }
+    }
+
+    /// `text` (a URL as the browser reads it) rewritten, if it may carry the ticket.
+    fn rewrite(&self, text: &str, carry: Carry) -> Option<String> {
+        if self.inside_ambiguous() {
+            return None;
+        }
+        rewrite_url(
+            text,
+            self.resolve_against(),
+            &self.origin,
+            &self.ticket,
+            carry,
+        )
+    }
+
+    /// `attr`, if present, replaced by its rewritten URL when it stays on this origin.
+    fn set_url(&self, el: &mut Element<'_, '_>, attr: &str, carry: Carry) -> HandlerResult {
+        if self.inside_ambiguous() {
+            return Ok(());
+        }
+        let Some(raw) = el.get_attribute(attr) else {
+            return Ok(());
+        };
+        let resolve_against = self.resolve_against();
+        if let Some(new) =
+            rewrite_attribute(&raw, resolve_against, &self.origin, &self.ticket, carry)
+        {
+            el.set_attribute(attr, &new)?;
+        }
+        Ok(())
+    }
+}
 
 /// A rewriter for one page, writing its output to `sink`.
 pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
@@ -95,118 +150,59 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
     sink: O,
 ) -> Option<HtmlRewriter<'h, O>> {
     let encoding = AsciiCompatibleEncoding::new(encoding)?;
-    let mut base = Base::Document;
-    // How many ambiguous text-only elements (see the module's notes) are
-    // open around the current element: no ticket is given inside one.
-    let ambiguous = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let open = ambiguous.clone();
-    // An <svg> or <math> has begun: the rest of the page gets no ticket.
-    let diverged = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let diverging = diverged.clone();
-    let foreign = move |_: &mut Element<'_, '_>| -> HandlerResult {
-        diverging.store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+    let page = Arc::new(Page {
+        origin,
+        ticket,
+        base: Base::new(),
+        ambiguous: AtomicUsize::new(0),
+        diverged: AtomicBool::new(false),
+    });
+    let handler = |f: fn(&Arc<Page>, &mut Element<'_, '_>) -> HandlerResult| {
+        let page = page.clone();
+        move |el: &mut Element<'_, '_>| f(&page, el)
     };
-    let text_only = move |el: &mut Element<'_, '_>| -> HandlerResult {
-        let tag = el.tag_name();
-        if el.removed() {
-            return Ok(());
-        }
-        if matches!(tag.as_str(), "noscript" | "mglyph" | "malignmark") {
-            el.remove();
-            return Ok(());
-        }
-        if el.can_have_content() {
-            open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let open = open.clone();
-            el.on_end_tag(Box::new(move |_| {
-                let _ = open.fetch_update(
-                    std::sync::atomic::Ordering::Relaxed,
-                    std::sync::atomic::Ordering::Relaxed,
-                    |n| n.checked_sub(1),
-                );
-                Ok(())
-            }))?;
-        }
-        Ok(())
-    };
-    let handler = move |el: &mut Element<'_, '_>| -> HandlerResult {
-        // Anything that could send the page's address elsewhere goes first.
-        el.remove_attribute("ping");
-        el.remove_attribute("referrerpolicy");
-        let inside_ambiguous = ambiguous.load(std::sync::atomic::Ordering::Relaxed) > 0
-            || diverged.load(std::sync::atomic::Ordering::Relaxed);
-        let tag = el.tag_name();
-        if tag == "base" {
-            // Only the first <base href> counts (HTML §4.2.3).
-            if matches!(base, Base::Document) && !inside_ambiguous {
-                let href = el.get_attribute("href").unwrap_or_default();
-                base = match attribute_url(&href).and_then(|h| origin.document.join(h.trim()).ok())
-                {
-                    Some(url) => Base::Known(url),
-                    None => Base::Unknown,
-                };
-            }
-            return Ok(());
-        }
-        let resolve_against = match &base {
-            Base::Document => Some(&origin.document),
-            Base::Known(url) => Some(url),
-            Base::Unknown => None,
-        };
-        // `text` is a URL as the browser reads it (references decoded).
-        let rewrite = |text: &str, carry: Carry| {
-            if inside_ambiguous {
-                return None;
-            }
-            rewrite_url(text, resolve_against, &origin, &ticket, carry)
-        };
-        match tag.as_str() {
-            "a" | "area" => set_url(el, "href", &rewrite, Carry::Query)?,
-            "frame" => set_url(el, "src", &rewrite, Carry::Query)?,
-            "iframe" => {
+    let settings = Settings::new_send()
+        // In this order: anything that could send the page's address
+        // elsewhere goes first, and an element itself (an iframe's src) is
+        // judged before it counts as open around what follows.
+        .append_element_content_handler(lol_html::element!("[ping], [referrerpolicy]", |el| {
+            el.remove_attribute("ping");
+            el.remove_attribute("referrerpolicy");
+            Ok(())
+        }))
+        .append_element_content_handler(lol_html::element!("base[href]", handler(base)))
+        .append_element_content_handler(lol_html::element!(
+            "a[href], area[href]",
+            handler(|page, el| page.set_url(el, "href", Carry::Query))
+        ))
+        .append_element_content_handler(lol_html::element!(
+            "frame[src]",
+            handler(|page, el| page.set_url(el, "src", Carry::Query))
+        ))
+        .append_element_content_handler(lol_html::element!(
+            "iframe",
+            handler(|page, el| {
                 // A srcdoc document's links would send this page's address
                 // as their referrer; the frame falls back to `src`.
                 el.remove_attribute("srcdoc");
-                set_url(el, "src", &rewrite, Carry::Query)?;
-            }
-            "form" => {
-                // A form without action submits to the page itself.
-                let action = el.get_attribute("action").unwrap_or_default();
-                let action = if action.trim().is_empty() {
-                    Some(origin.document.as_str().to_owned())
-                } else {
-                    attribute_url(&action)
-                };
-                if let Some(new) = action.and_then(|a| rewrite(&a, Carry::FormPath)) {
-                    el.set_attribute("action", &attribute_text(&new))?;
-                }
-            }
-            "meta" => meta(el, &rewrite)?,
-            "script" => {
-                // Speculation rules are JSON, not script: their prefetches
-                // and prerenders may set a referrer policy of their own.
-                let speculation = el
-                    .get_attribute("type")
-                    .and_then(|t| attribute_url(&t))
-                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("speculationrules"));
-                if speculation {
-                    el.remove();
-                }
-            }
-            _ => {}
-        }
-        if el.has_attribute("formaction") {
-            set_url(el, "formaction", &rewrite, Carry::FormPath)?;
-        }
-        Ok(())
-    };
-    let settings = Settings::new_send()
-        // In this order: an element itself (an iframe's src) is judged
-        // before it counts as open around what follows.
-        .append_element_content_handler(lol_html::element!(SELECTOR, handler))
-        .append_element_content_handler(lol_html::element!(TEXT_ONLY, text_only))
-        .append_element_content_handler(lol_html::element!("svg, math", foreign))
+                page.set_url(el, "src", Carry::Query)
+            })
+        ))
+        .append_element_content_handler(lol_html::element!("form", handler(form)))
+        .append_element_content_handler(lol_html::element!("meta", handler(meta)))
+        .append_element_content_handler(lol_html::element!("script[type]", handler(script)))
+        .append_element_content_handler(lol_html::element!(
+            "[formaction]",
+            handler(|page, el| page.set_url(el, "formaction", Carry::FormPath))
+        ))
+        .append_element_content_handler(lol_html::element!(TEXT_ONLY, handler(text_only)))
+        .append_element_content_handler(lol_html::element!(
+            "svg, math",
+            handler(|page, _| {
+                page.diverged.store(true, Ordering::Relaxed);
+                Ok(())
+            })
+        ))
         .with_encoding(encoding)
         .with_adjust_charset_on_meta_tag(true)
         .with_memory_settings(
@@ -217,17 +213,62 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
     Some(HtmlRewriter::new(settings, sink))
 }
 
-/// Replaces `attr` by its rewritten URL when it stays on this origin.
-fn set_url(
-    el: &mut Element<'_, '_>,
-    attr: &str,
-    rewrite: &dyn Fn(&str, Carry) -> Option<String>,
-    carry: Carry,
-) -> HandlerResult {
-    if let Some(value) = el.get_attribute(attr).and_then(|v| attribute_url(&v)) {
-        if let Some(new) = rewrite(&value, carry) {
-            el.set_attribute(attr, &attribute_text(&new))?;
-        }
+/// Only the first `<base href>` counts (HTML §4.2.3).
+fn base(page: &Arc<Page>, el: &mut Element<'_, '_>) -> HandlerResult {
+    if page.base.get().is_none() && !page.inside_ambiguous() {
+        let href = el.get_attribute("href").unwrap_or_default();
+        let base = attribute_url(&href).and_then(|h| page.origin.document.join(h.trim()).ok());
+        let _ = page.base.set(base);
+    }
+    Ok(())
+}
+
+/// A form's action; a form without action submits to the page itself.
+fn form(page: &Arc<Page>, el: &mut Element<'_, '_>) -> HandlerResult {
+    let action = el.get_attribute("action").unwrap_or_default();
+    let action = if action.trim().is_empty() {
+        Some(page.origin.document.as_str().to_owned())
+    } else {
+        attribute_url(&action)
+    };
+    if let Some(new) = action.and_then(|a| page.rewrite(&a, Carry::FormPath)) {
+        el.set_attribute("action", &attribute_text(&new))?;
+    }
+    Ok(())
+}
+
+/// Speculation rules are JSON, not script: their prefetches and
+/// prerenders may set a referrer policy of their own.
+fn script(_: &Arc<Page>, el: &mut Element<'_, '_>) -> HandlerResult {
+    let speculation = el
+        .get_attribute("type")
+        .and_then(|t| attribute_url(&t))
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("speculationrules"));
+    if speculation {
+        el.remove();
+    }
+    Ok(())
+}
+
+/// An element whose content is text in HTML (see the module's notes).
+fn text_only(page: &Arc<Page>, el: &mut Element<'_, '_>) -> HandlerResult {
+    if el.removed() {
+        return Ok(());
+    }
+    let tag = el.tag_name();
+    if matches!(tag.as_str(), "noscript" | "mglyph" | "malignmark") {
+        el.remove();
+        return Ok(());
+    }
+    if el.can_have_content() {
+        page.ambiguous.fetch_add(1, Ordering::Relaxed);
+        let page = page.clone();
+        el.on_end_tag(Box::new(move |_| {
+            let _ = page
+                .ambiguous
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            Ok(())
+        }))?;
     }
     Ok(())
 }
@@ -235,10 +276,7 @@ fn set_url(
 /// `<meta http-equiv=refresh>` is rewritten like a link; `<meta
 /// name=referrer>` (which would override the response's policy) is removed,
 /// and so is a `name` the rewriter cannot read.
-fn meta(
-    el: &mut Element<'_, '_>,
-    rewrite: &dyn Fn(&str, Carry) -> Option<String>,
-) -> HandlerResult {
+fn meta(page: &Arc<Page>, el: &mut Element<'_, '_>) -> HandlerResult {
     if let Some(name) = el.get_attribute("name") {
         let referrer =
             attribute_url(&name).is_none_or(|n| n.trim().eq_ignore_ascii_case("referrer"));
@@ -258,7 +296,7 @@ fn meta(
         return Ok(());
     };
     if let Some((time, Some(url))) = refresh_parts(&decoded) {
-        if let Some(new) = rewrite(url, Carry::Query) {
+        if let Some(new) = page.rewrite(url, Carry::Query) {
             el.set_attribute("content", &attribute_text(&format!("{time}; url={new}")))?;
         }
     }
