@@ -142,6 +142,49 @@ impl Page {
     }
 }
 
+type Handler = fn(&Arc<Page>, &mut Element<'_, '_>) -> HandlerResult;
+
+/// What the rewriter does, by selector, in this order: anything that could
+/// send the page's address elsewhere goes first, and an element itself (an
+/// iframe's src) is judged before it counts as open around what follows.
+const HANDLERS: [(&str, Handler); 11] = [
+    ("[ping], [referrerpolicy]", |_, el| {
+        el.remove_attribute("ping");
+        el.remove_attribute("referrerpolicy");
+        Ok(())
+    }),
+    ("base[href]", base),
+    ("a[href], area[href]", |page, el| {
+        page.set_url(el, "href", Carry::Query)
+    }),
+    ("frame[src]", |page, el| {
+        page.set_url(el, "src", Carry::Query)
+    }),
+    ("iframe", |page, el| {
+        // A srcdoc document's links would send this page's address as
+        // their referrer; the frame falls back to `src`.
+        el.remove_attribute("srcdoc");
+        page.set_url(el, "src", Carry::Query)
+    }),
+    ("form", form),
+    ("meta", meta),
+    ("script[type]", script),
+    ("[formaction]", |page, el| {
+        page.set_url(el, "formaction", Carry::FormPath)
+    }),
+    (TEXT_ONLY, text_only),
+    ("svg, math", |page, _| {
+        page.diverged.store(true, Ordering::Relaxed);
+        Ok(())
+    }),
+];
+
+/// Every selector the rewriter matches, for the benchmark that measures
+/// what lol_html costs with them before any handler does anything.
+pub fn selectors() -> impl Iterator<Item = &'static str> {
+    HANDLERS.iter().map(|(selector, _)| *selector)
+}
+
 /// A rewriter for one page, writing its output to `sink`.
 pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
     origin: Origin,
@@ -157,52 +200,13 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
         ambiguous: AtomicUsize::new(0),
         diverged: AtomicBool::new(false),
     });
-    let handler = |f: fn(&Arc<Page>, &mut Element<'_, '_>) -> HandlerResult| {
+    let mut settings = Settings::new_send();
+    for (selector, f) in HANDLERS {
         let page = page.clone();
-        move |el: &mut Element<'_, '_>| f(&page, el)
-    };
-    let settings = Settings::new_send()
-        // In this order: anything that could send the page's address
-        // elsewhere goes first, and an element itself (an iframe's src) is
-        // judged before it counts as open around what follows.
-        .append_element_content_handler(lol_html::element!("[ping], [referrerpolicy]", |el| {
-            el.remove_attribute("ping");
-            el.remove_attribute("referrerpolicy");
-            Ok(())
-        }))
-        .append_element_content_handler(lol_html::element!("base[href]", handler(base)))
-        .append_element_content_handler(lol_html::element!(
-            "a[href], area[href]",
-            handler(|page, el| page.set_url(el, "href", Carry::Query))
-        ))
-        .append_element_content_handler(lol_html::element!(
-            "frame[src]",
-            handler(|page, el| page.set_url(el, "src", Carry::Query))
-        ))
-        .append_element_content_handler(lol_html::element!(
-            "iframe",
-            handler(|page, el| {
-                // A srcdoc document's links would send this page's address
-                // as their referrer; the frame falls back to `src`.
-                el.remove_attribute("srcdoc");
-                page.set_url(el, "src", Carry::Query)
-            })
-        ))
-        .append_element_content_handler(lol_html::element!("form", handler(form)))
-        .append_element_content_handler(lol_html::element!("meta", handler(meta)))
-        .append_element_content_handler(lol_html::element!("script[type]", handler(script)))
-        .append_element_content_handler(lol_html::element!(
-            "[formaction]",
-            handler(|page, el| page.set_url(el, "formaction", Carry::FormPath))
-        ))
-        .append_element_content_handler(lol_html::element!(TEXT_ONLY, handler(text_only)))
-        .append_element_content_handler(lol_html::element!(
-            "svg, math",
-            handler(|page, _| {
-                page.diverged.store(true, Ordering::Relaxed);
-                Ok(())
-            })
-        ))
+        settings = settings
+            .append_element_content_handler(lol_html::element!(selector, move |el| f(&page, el)));
+    }
+    let settings = settings
         .with_encoding(encoding)
         .with_adjust_charset_on_meta_tag(true)
         .with_memory_settings(
