@@ -285,7 +285,9 @@ fn demo(listen: std::net::SocketAddr) -> ExitCode {
 fn run(config: Config, source: Source) -> ExitCode {
     init_logging(&config);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if !config.server.work_stealing {
+    if config.server.work_stealing {
+        runtime.worker_threads(config.server.threads);
+    } else {
         // Connections are served by a runtime per core (see
         // `server::Listeners`); this one keeps the background work.
         runtime.worker_threads(1);
@@ -320,7 +322,12 @@ fn run(config: Config, source: Source) -> ExitCode {
         } else {
             "http"
         };
-        tracing::info!(%upstream, "cloakroom listening on {scheme}://{addr}");
+        tracing::info!(
+            %upstream,
+            threads = listener.threads(),
+            work_stealing = app.settings().config.server.work_stealing,
+            "cloakroom listening on {scheme}://{addr}"
+        );
         let admin = match app.settings().config.admin.listen {
             Some(at) => match tokio::net::TcpListener::bind(at).await {
                 Ok(l) => {

@@ -66,9 +66,9 @@ impl Listeners {
             // plain bind first fails on them as it does without this mode.
             socket_for(addr)?.bind(addr)?;
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut sockets: Vec<std::net::TcpListener> = Vec::with_capacity(cores);
-        for _ in 0..cores {
+        let threads = cfg.threads;
+        let mut sockets: Vec<std::net::TcpListener> = Vec::with_capacity(threads);
+        for _ in 0..threads {
             // The first one settles the port (`:0` picks one); the others join it.
             let at = match sockets.first() {
                 Some(first) => first.local_addr()?,
@@ -84,6 +84,17 @@ impl Listeners {
             sockets,
             per_core: true,
         })
+    }
+
+    /// How many threads serve the connections: the runtime's workers, or
+    /// the runtimes per core (one per socket). Must be called within the
+    /// Tokio runtime that will serve them.
+    pub fn threads(&self) -> usize {
+        if self.per_core {
+            self.sockets.len()
+        } else {
+            tokio::runtime::Handle::current().metrics().num_workers()
+        }
     }
 
     /// The address bound (the port chosen, for `:0`).

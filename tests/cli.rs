@@ -167,6 +167,65 @@ async fn run_with_a_runtime_per_core_exits_cleanly_on_sigterm() {
     run_and_stop("[server]\nwork_stealing = false\n").await;
 }
 
+/// `server.threads` is how many threads serve: the work-stealing runtime's
+/// workers (as the runtime itself counts them), or the runtimes per core
+/// (threads of their own, counted in /proc).
+#[tokio::test]
+async fn server_threads_sets_how_many_threads_serve() {
+    for (mode, threads) in [("true", 1), ("true", 3), ("false", 1), ("false", 3)] {
+        let upstream = Upstream::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(
+            &dir,
+            &format!(
+                "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[log]\nformat = \"json\"\n\
+                 [session]\nstore = \"memory\"\nsecret_file = {:?}\n\
+                 [server]\nwork_stealing = {mode}\nthreads = {threads}\n",
+                upstream.addr,
+                dir.path().join("key").to_str().unwrap(),
+            ),
+        );
+        let mut child = Running(
+            cloakroom()
+                .args(["run", "--config"])
+                .arg(&path)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = lines_of(child.0.stderr.take().unwrap());
+        let line = line_after(&mut lines, "listening on http://").await;
+        let addr = line.split('"').next().unwrap().to_owned();
+        assert!(
+            line.contains(&format!("\"threads\":{threads},")),
+            "work_stealing = {mode}, threads = {threads}: {line}"
+        );
+        let (status, _, _) = get(&format!("http://{addr}/")).await;
+        assert_eq!(status, StatusCode::OK);
+        let cores = std::fs::read_dir(format!("/proc/{}/task", child.0.id()))
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("cloakroom-core"))
+            .count();
+        let expected = if mode == "false" { threads } else { 0 };
+        assert_eq!(
+            cores, expected,
+            "work_stealing = {mode}, threads = {threads}"
+        );
+    }
+}
+
+/// A child process killed when dropped, also when a test fails first
+/// (else it would outlive the test and hold its output open).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 async fn run_and_stop(extra: &str) {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -161,6 +161,10 @@ pub struct ServerConfig {
     /// with its own listening socket (`SO_REUSEPORT`), as nginx's workers;
     /// less CPU per request, but a connection stays on its core.
     pub work_stealing: bool,
+    /// Threads that serve connections: the work-stealing runtime's
+    /// workers, or the runtimes per core (nginx's `worker_processes`).
+    /// Default: one per core.
+    pub threads: usize,
 }
 
 fn ser_cidrs<S: serde::Serializer>(
@@ -452,6 +456,10 @@ mod tests {
         assert_eq!(c.upstream.timeout, Duration::from_secs(60));
         assert!(c.upstream.preserve_host);
         assert_eq!(c.server.max_headers, 100);
+        assert_eq!(
+            c.server.threads,
+            std::thread::available_parallelism().unwrap().get()
+        );
         assert_eq!(c.log.format, LogFormat::Plain);
     }
 
@@ -486,6 +494,16 @@ mod tests {
             .starts_with("listen: expected an address"));
         assert!(err(&format!("{MINIMAL}[server]\nmax_connections = 0\n"))
             .starts_with("server.max_connections: must be at least 1"));
+        assert_eq!(
+            err(&format!("{MINIMAL}[server]\nthreads = 0\n")),
+            "server.threads: must be at least 1, got 0"
+        );
+        assert_eq!(
+            err(&format!("{MINIMAL}[server]\nthreads = 1025\n")),
+            "server.threads: must be at most 1024, got 1025"
+        );
+        assert!(err(&format!("{MINIMAL}[server]\nthreads = -1\n"))
+            .starts_with("server.threads: invalid value"));
         assert!(err(&format!("{MINIMAL}[log]\nformat = \"xml\"\n"))
             .starts_with("log.format: unknown variant"));
         assert!(err("[upstream\n").starts_with("(file): "));

@@ -139,6 +139,7 @@ pub(super) struct RawServer {
     pub(super) send_timeout: Option<Duration>,
     pub(super) trusted_proxies: Option<Vec<String>>,
     pub(super) work_stealing: Option<bool>,
+    pub(super) threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

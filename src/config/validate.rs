@@ -103,6 +103,7 @@ pub(super) fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         )?,
         trusted_proxies,
         work_stealing: sv.work_stealing.unwrap_or(true),
+        threads: threads(sv.threads)?,
     };
 
     let session = session_config(raw.session)?;
@@ -599,6 +600,22 @@ fn positive(
         None => Ok(default),
     }
 }
+
+/// `server.threads`: one per core unless set; at least 1, and no more than
+/// a thread per connection could use (`MAX_THREADS`).
+fn threads(value: Option<usize>) -> Result<usize, ConfigError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match at_least("server.threads", value, 1, cores)? {
+        n if n > MAX_THREADS => Err(ConfigError::key(
+            "server.threads",
+            format!("must be at most {MAX_THREADS}, got {n}"),
+        )),
+        n => Ok(n),
+    }
+}
+
+/// More threads than this only cost memory and switches.
+const MAX_THREADS: usize = 1024;
 
 fn at_least(
     key: &str,
