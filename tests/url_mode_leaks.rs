@@ -41,6 +41,8 @@ const CONTROLS: &[&str] = &[
     "two-content-types",
     "xml-document",
     "utf16-bom",
+    "svg-cdata-preload",
+    "math-cdata-meta-referrer",
 ];
 
 const CORPUS: &[Doc] = &[
@@ -111,6 +113,21 @@ const CORPUS: &[Doc] = &[
                <img src=\"FOREIGN/img-referer.png\">",
         headers: &[("referrer-policy", "unsafe-url")],
         actions: &["document.getElementById('a').click()"],
+    },
+    // A preload scanner ends `<![CDATA[` at the first `>` and fetches what
+    // it then reads as tags, with their referrer policy (review 14).
+    Doc {
+        name: "svg-cdata-preload",
+        html: "<svg><![CDATA[><img referrerpolicy=unsafe-url src=\"FOREIGN/cdata-img.png\">]]></svg>",
+        headers: &[],
+        actions: &[AUTO],
+    },
+    Doc {
+        name: "math-cdata-meta-referrer",
+        html: "<math><![CDATA[><meta name=referrer content=unsafe-url>]]></math>\
+               <img src=\"FOREIGN/cdata-meta-img.png\">",
+        headers: &[],
+        actions: &[AUTO],
     },
     Doc {
         name: "element-referrer-policy",
@@ -574,6 +591,7 @@ async fn chromium_in_url_mode_never_sends_the_id_to_another_origin() {
         "/svg-style-cdata?",
         "/svg-title-attribute?",
         "/foreignobject-cdata?",
+        "/cdata-meta-img.png",
     ] {
         assert!(
             requests.iter().any(|r| r.contains(must)),

