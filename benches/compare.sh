@@ -9,8 +9,9 @@
 #    session, the page protected) stand in front of it. wrk at 64
 #    connections and at 1, rounds interleaved; req/s, p50/p99 and the
 #    proxy's CPU per request (from /proc), and cloakroom/nginx per round.
-#    cloakroom runs twice: as configured by default (one work-stealing
-#    runtime) and with `server.work_stealing = false` (a runtime per core).
+#    cloakroom runs three times: as configured by default (one work-stealing
+#    runtime), with `server.work_stealing = false` (a runtime per core), and
+#    with that and `server.threads = 1` (one thread, as nginx's one worker).
 #    `cloakroom load` runs the same setup for comparison with wrk.
 # 2. URL mode: a generated link-dense page (~1.15 MB, 12,600 links, some
 #    off-site) served by PHP with session.use_trans_sid (php-cli's built-in
@@ -30,7 +31,7 @@ PAGES=${PAGES:-200}           # link-dense pages per measurement
 BASE_PORT=${BASE_PORT:-19100}
 UP=$BASE_PORT; NGX=$((BASE_PORT + 1)); CLK=$((BASE_PORT + 2))
 PHP_TS=$((BASE_PORT + 3)); PHP_PLAIN=$((BASE_PORT + 4)); CLK_URL=$((BASE_PORT + 5))
-CLK_PC=$((BASE_PORT + 6))
+CLK_PC=$((BASE_PORT + 6)); CLK_1T=$((BASE_PORT + 7))
 WORK=$(mktemp -d /tmp/cloakroom-compare.XXXXXX)
 # nginx workers run as an unprivileged user: they must read the pages.
 chmod 755 "$WORK"
@@ -131,16 +132,18 @@ EOF
 cloakroom_conf "$CLK" "" >"$WORK/cloakroom.toml"
 cloakroom_conf "$CLK_URL" "" >"$WORK/cloakroom-url.toml"
 { cloakroom_conf "$CLK_PC" ""; printf '[server]\nwork_stealing = false\n'; } >"$WORK/cloakroom-percore.toml"
+{ cloakroom_conf "$CLK_1T" ""; printf '[server]\nwork_stealing = false\nthreads = 1\n'; } >"$WORK/cloakroom-1thread.toml"
 started=$(date +%s%N)
 "$BIN" run --config "$WORK/cloakroom.toml" 2>"$WORK/logs/cloakroom.err" & PIDS+=($!); CLK_PID=$!
 "$BIN" run --config "$WORK/cloakroom-percore.toml" 2>"$WORK/logs/cloakroom-percore.err" & PIDS+=($!); CLK_PC_PID=$!
+"$BIN" run --config "$WORK/cloakroom-1thread.toml" 2>"$WORK/logs/cloakroom-1thread.err" & PIDS+=($!); CLK_1T_PID=$!
 "$BIN" run --config "$WORK/cloakroom-url.toml" 2>"$WORK/logs/cloakroom-url.err" & PIDS+=($!)
 
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
 wait_port "$CLK"
 START_MS=$(( ($(date +%s%N) - started) / 1000000 ))
 IDLE_RSS_KB=$(awk '/VmRSS/ { print $2 }' "/proc/$CLK_PID/status")
-wait_port "$UP"; wait_port "$NGX"; wait_port "$CLK_URL"; wait_port "$CLK_PC"
+wait_port "$UP"; wait_port "$NGX"; wait_port "$CLK_URL"; wait_port "$CLK_PC"; wait_port "$CLK_1T"
 
 # Log alice in (the login form's CSRF token and cookie, then the POST).
 login() { # port -> "Cookie: NAME=VALUE"
@@ -156,6 +159,8 @@ COOKIE=$(login "$CLK")
 curl -sf -H "$COOKIE" -o /dev/null "http://127.0.0.1:$CLK/app/" || { echo "compare.sh: logged-in page failed" >&2; exit 1; }
 COOKIE_PC=$(login "$CLK_PC")
 curl -sf -H "$COOKIE_PC" -o /dev/null "http://127.0.0.1:$CLK_PC/app/" || { echo "compare.sh: logged-in page (per core) failed" >&2; exit 1; }
+COOKIE_1T=$(login "$CLK_1T")
+curl -sf -H "$COOKIE_1T" -o /dev/null "http://127.0.0.1:$CLK_1T/app/" || { echo "compare.sh: logged-in page (one thread) failed" >&2; exit 1; }
 
 # ---- 1. cookie mode ------------------------------------------------------------
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -177,8 +182,8 @@ run_wrk() { # name url pid conns secs header...
 }
 : >"$WORK/runs.tsv"
 for round in $(seq "$ROUNDS"); do
-  order=(nginx cloakroom cloakroom-percore)
-  [ $((round % 2)) -eq 0 ] && order=(cloakroom-percore cloakroom nginx)
+  order=(nginx cloakroom cloakroom-percore cloakroom-1thread)
+  [ $((round % 2)) -eq 0 ] && order=(cloakroom-1thread cloakroom-percore cloakroom nginx)
   for t in "${order[@]}"; do
     case "$t" in
     nginx)
@@ -190,6 +195,9 @@ for round in $(seq "$ROUNDS"); do
     cloakroom-percore)
       run_wrk cloakroom-percore "http://127.0.0.1:$CLK_PC/app/" "$CLK_PC_PID" 64 "$DURATION" -H "$COOKIE_PC"
       run_wrk cloakroom-percore "http://127.0.0.1:$CLK_PC/app/" "$CLK_PC_PID" 1 "$LAT_DURATION" -H "$COOKIE_PC" ;;
+    cloakroom-1thread)
+      run_wrk cloakroom-1thread "http://127.0.0.1:$CLK_1T/app/" "$CLK_1T_PID" 64 "$DURATION" -H "$COOKIE_1T"
+      run_wrk cloakroom-1thread "http://127.0.0.1:$CLK_1T/app/" "$CLK_1T_PID" 1 "$LAT_DURATION" -H "$COOKIE_1T" ;;
     esac
   done
 done
@@ -215,7 +223,7 @@ for (name, conns), v in sorted(by.items()):
     errs = " ".join(sorted({x[4] for x in v if x[4].strip()})) or "0"
     print(f"| {name} | {conns} | {med(0):,.0f} | {med(1):.3f} | {med(2):.3f} | {med(3):.1f} | {errs} |")
 print("\n| ratio (per round, then median) | c64 | c1 |\n|---|--:|--:|")
-for label, i, who in ((f"{m} {w} / nginx", i, w) for w in ("cloakroom", "cloakroom-percore") for m, i in (("req/s", 0), ("p99", 2), ("CPU µs/req", 3))):
+for label, i, who in ((f"{m} {w} / nginx", i, w) for w in ("cloakroom", "cloakroom-percore", "cloakroom-1thread") for m, i in (("req/s", 0), ("p99", 2), ("CPU µs/req", 3))):
     cells = []
     for conns in ("64", "1"):
         a, b = by.get((who, conns), []), by.get(("nginx", conns), [])
