@@ -34,8 +34,10 @@ struct Doc {
 
 const AUTO: &str = "void 0";
 
-/// Pages the proxy ends early (a CDATA section with a `<` in it): the
-/// browser may never finish loading them; it gets a moment, then moves on.
+/// Pages the proxy may end early (text a browser may read as markup, with
+/// a `<` in it: a CDATA section, a text-only element after SVG or MathML):
+/// the browser may never finish loading them; it gets a moment, then moves
+/// on.
 const CUT: &str = "void 'cut'";
 
 /// Documents that leak the page's address when served without the proxy.
@@ -49,6 +51,7 @@ const CONTROLS: &[&str] = &[
     "math-cdata-meta-referrer",
     "selfclosed-svg-cdata",
     "annotation-xml-two-encodings",
+    "foreignobject-reentry-style",
 ];
 
 const CORPUS: &[Doc] = &[
@@ -150,7 +153,16 @@ const CORPUS: &[Doc] = &[
         html: "<math><annotation-xml encoding=x encoding=text/html><style>\
                <img referrerpolicy=unsafe-url src=\"FOREIGN/two-encodings.png\"></style></annotation-xml></math>",
         headers: &[],
-        actions: &[AUTO],
+        actions: &[CUT],
+    },
+    // lol_html back in HTML where Chromium is in SVG again: a style's
+    // text to one is a real <img> to the other (review 16).
+    Doc {
+        name: "foreignobject-reentry-style",
+        html: "<svg><foreignObject><div></foreignObject></svg></div></foreignObject>\
+               <style><img referrerpolicy=unsafe-url src=\"FOREIGN/reentry.png\"></style>",
+        headers: &[],
+        actions: &[CUT],
     },
     Doc {
         name: "element-referrer-policy",
@@ -234,55 +246,55 @@ const CORPUS: &[Doc] = &[
         name: "svg-selfclosing-style",
         html: "<svg/><style><a title=\"</style><img src='FOREIGN/svg-selfclosing-style?\" href=\"/x\" id=\"'>\">x</a></style>",
         headers: &[],
-        actions: &[AUTO],
+        actions: &[CUT],
     },
     // lol_html stays in SVG where Chromium has left it (an outside review).
     Doc {
         name: "svg-closed-by-div",
         html: "<div><svg></div><style><a title=\"</style><img src='FOREIGN/svg-closed-by-div?\" href=\"/x\" id=\"'>\">x</a></style>",
         headers: &[],
-        actions: &[AUTO],
+        actions: &[CUT],
     },
     // lol_html stays in SVG where Chromium has left it (an outside review).
     Doc {
         name: "svg-nested-p",
         html: "<svg><svg><p><style><a title=\"</style><img src='FOREIGN/svg-nested-p?\" href=\"/x\" id=\"'>\">x</a></style>",
         headers: &[],
-        actions: &[AUTO],
+        actions: &[CUT],
     },
     // lol_html stays in SVG where Chromium has left it (an outside review).
     Doc {
         name: "svg-closed-by-td",
         html: "<table><tr><td><svg></td><td><style><a title=\"</style><img src='FOREIGN/svg-closed-by-td?\" href=\"/x\" id=\"'>\">x</a></style>",
         headers: &[],
-        actions: &[AUTO],
+        actions: &[CUT],
     },
     // lol_html stays in SVG where Chromium has left it (an outside review).
     Doc {
         name: "svg-desc-div",
         html: "<svg><desc><div></desc><style><a title=\"</style><img src='FOREIGN/svg-desc-div?\" href=\"/x\" id=\"'>\">x</a></style>",
         headers: &[],
-        actions: &[AUTO],
+        actions: &[CUT],
     },
     // lol_html stays in SVG where Chromium has left it (an outside review).
     Doc {
         name: "math-mi-svg-textarea",
         html: "<math><mi><svg></mi><textarea><a title=\"</textarea><img src='FOREIGN/math-mi-svg-textarea?\" href=\"/x\" id=\"'>\">x</a></textarea>",
         headers: &[],
-        actions: &[AUTO],
+        actions: &[CUT],
     },
     // lol_html stays in SVG where Chromium has left it (an outside review).
     Doc {
         name: "svg-selfclosing-title",
         html: "<svg/><title><a title=\"</title><img src='FOREIGN/svg-selfclosing-title?\" href=\"/x\" id=\"'>\">x</a></title>",
         headers: &[],
-        actions: &[AUTO],
+        actions: &[CUT],
     },
     Doc {
         name: "svg-style-comment",
         html: "<div><svg></div><style><!--</style><img src='FOREIGN/svg-style-comment?--></style><a href=/x>'>",
         headers: &[],
-        actions: &[AUTO],
+        actions: &[CUT],
     },
     Doc {
         name: "svg-style-cdata",
@@ -294,7 +306,7 @@ const CORPUS: &[Doc] = &[
         name: "svg-title-attribute",
         html: "<div><svg></div><title><b title=\"</title><img src='FOREIGN/svg-title-attribute?\"></title><a href=/x>'>",
         headers: &[],
-        actions: &[AUTO],
+        actions: &[CUT],
     },
     // A CDATA section at an integration point: one to Chromium, a bogus
     // comment to lol_html (an outside review).
@@ -308,13 +320,13 @@ const CORPUS: &[Doc] = &[
         name: "mathml-mglyph-style",
         html: "<math><mi><mglyph><style><img src=\"FOREIGN/mglyph-img\" referrerpolicy=\"unsafe-url\"></style></mglyph></mi></math>",
         headers: &[],
-        actions: &[AUTO],
+        actions: &[CUT],
     },
     Doc {
         name: "mathml-malignmark-title",
         html: "<math><mi><malignmark><title><img src=\"FOREIGN/malignmark-img\"><meta name=\"referrer\" content=\"unsafe-url\"></title></malignmark></mi></math><img src=\"FOREIGN/malignmark-after\">",
         headers: &[],
-        actions: &[AUTO],
+        actions: &[CUT],
     },
     // Bodies the rewriter cannot read must not reach the browser as they are.
     Doc {

