@@ -175,24 +175,12 @@ async fn server_threads_sets_how_many_threads_serve() {
     for (mode, threads) in [("true", 1), ("true", 3), ("false", 1), ("false", 3)] {
         let upstream = Upstream::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let path = write_config(
+        let path = run_config(
             &dir,
-            &format!(
-                "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[log]\nformat = \"json\"\n\
-                 [session]\nstore = \"memory\"\nsecret_file = {:?}\n\
-                 [server]\nwork_stealing = {mode}\nthreads = {threads}\n",
-                upstream.addr,
-                dir.path().join("key").to_str().unwrap(),
-            ),
+            &upstream,
+            &format!("[server]\nwork_stealing = {mode}\nthreads = {threads}\n"),
         );
-        let mut child = Running(
-            cloakroom()
-                .args(["run", "--config"])
-                .arg(&path)
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
+        let mut child = Running(run(&path));
         let mut lines = lines_of(child.0.stderr.take().unwrap());
         let line = line_after(&mut lines, "listening on http://").await;
         let addr = line.split('"').next().unwrap().to_owned();
@@ -215,6 +203,31 @@ async fn server_threads_sets_how_many_threads_serve() {
     }
 }
 
+/// A config for `cloakroom run` in front of `upstream`, on a port of its
+/// choosing, logging JSON, its key and sessions in `dir`; then `extra`.
+fn run_config(dir: &tempfile::TempDir, upstream: &Upstream, extra: &str) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[log]\nformat = \"json\"\n\
+             [session]\nsecret_file = {:?}\ndir = {:?}\n{extra}",
+            upstream.addr,
+            dir.path().join("key").to_str().unwrap(),
+            dir.path().join("sessions").to_str().unwrap(),
+        ),
+    )
+}
+
+/// `cloakroom run` with the config at `path`, its log on a pipe.
+fn run(path: &std::path::Path) -> std::process::Child {
+    cloakroom()
+        .args(["run", "--config"])
+        .arg(path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// A child process killed when dropped, also when a test fails first
 /// (else it would outlive the test and hold its output open).
 struct Running(std::process::Child);
@@ -229,22 +242,8 @@ impl Drop for Running {
 async fn run_and_stop(extra: &str) {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
-        &dir,
-        &format!(
-            "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[log]\nformat = \"json\"\n\
-             [session]\nsecret_file = {:?}\ndir = {:?}\n{extra}",
-            upstream.addr,
-            dir.path().join("key").to_str().unwrap(),
-            dir.path().join("sessions").to_str().unwrap(),
-        ),
-    );
-    let mut child = cloakroom()
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let path = run_config(&dir, &upstream, extra);
+    let mut child = run(&path);
     let mut lines = lines_of(child.stderr.take().unwrap());
 
     // The startup line names the bound address.

@@ -630,6 +630,17 @@ mod tests {
         )
     }
 
+    /// The bases a link may resolve against: the document, a directory on
+    /// this origin, another origin, none (a `<base>` that could not be read).
+    fn bases(o: &Origin) -> [Option<Url>; 4] {
+        [
+            Some(o.document.clone()),
+            Some(Url::parse("http://127.0.0.1:8000/deep/dir/").unwrap()),
+            Some(Url::parse("http://cdn.example/").unwrap()),
+            None,
+        ]
+    }
+
     proptest::proptest! {
         /// The shortcut for plain root-relative links writes exactly what
         /// the URL parser would, for every base and either carry.
@@ -640,12 +651,7 @@ mod tests {
             form in proptest::bool::ANY,
         ) {
             let o = origin();
-            let bases = [
-                Some(o.document.clone()),
-                Some(Url::parse("http://127.0.0.1:8000/deep/dir/").unwrap()),
-                Some(Url::parse("http://cdn.example/").unwrap()),
-                None,
-            ];
+            let bases = bases(&o);
             let base = bases[base].as_ref();
             let carry = if form { Carry::FormPath } else { Carry::Query };
             let cleaned = text.trim_matches(|c: char| c <= ' ');
@@ -676,12 +682,7 @@ mod tests {
             form in proptest::bool::ANY,
         ) {
             let o = origin();
-            let bases = [
-                Some(o.document.clone()),
-                Some(Url::parse("http://127.0.0.1:8000/deep/dir/").unwrap()),
-                Some(Url::parse("http://cdn.example/").unwrap()),
-                None,
-            ];
+            let bases = bases(&o);
             let base = bases[base].as_ref();
             let carry = if form { Carry::FormPath } else { Carry::Query };
             let raw = format!("/{}", parts.concat());
