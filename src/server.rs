@@ -17,7 +17,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -303,10 +303,11 @@ impl Accepting {
 
 fn http_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No `header_read_timeout`: hyper's arms a boxed timer for every
+    // request head. `server.header_timeout` is the connection's own (see
+    // `Activity::quiet`), one timer per idle period.
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_timeout)
         .max_buf_size(cfg.max_header_bytes)
         .max_headers(cfg.max_headers);
     builder
@@ -366,7 +367,7 @@ impl Connection {
                 close: self.close.clone(),
             };
             service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                let busy = activity.begin();
+                let busy = activity.begin(req.version() == hyper::Version::HTTP_2);
                 // A tunnel outlives its connection's HTTP: it keeps the
                 // connection's place under the cap until it closes.
                 if req.headers().contains_key(hyper::header::UPGRADE) {
@@ -410,7 +411,11 @@ impl Connection {
                     }
                     break;
                 }
-                () = activity.idle(first_wait, cfg.idle_timeout), if !closing => {
+                quiet = activity.quiet(first_wait, cfg.idle_timeout, cfg.header_timeout), if !closing => {
+                    if quiet == Quiet::SlowHead {
+                        tracing::debug!(peer = %self.peer.addr, "request head not whole within server.header_timeout; connection cut");
+                        break;
+                    }
                     tracing::debug!(peer = %self.peer.addr, "closing idle connection");
                     closing = true;
                     cut_at = Some(tokio::time::Instant::now() + grace);
@@ -440,7 +445,8 @@ impl Connection {
 /// paces with small windows is asked at least once per chunk it receives).
 const STREAM_STALL: u32 = 5;
 
-/// The client side of a connection, noting when a write took bytes.
+/// The client side of a connection, noting when a write took bytes and
+/// when a request head starts to arrive.
 struct Writes<I> {
     inner: I,
     activity: Arc<ActivityShared>,
@@ -452,7 +458,12 @@ impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Writes<I> {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let result = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.read();
+        }
+        result
     }
 }
 
@@ -539,7 +550,22 @@ struct ActivityShared {
     /// Milliseconds after `opened` of the last write to the client that
     /// took bytes.
     last_write: AtomicU64,
+    /// Milliseconds after `opened` of the first byte read while no request
+    /// was in flight (a request head arriving); `u64::MAX` when none.
+    head_since: AtomicU64,
+    /// A request came as HTTP/2: reads between requests are frames, not
+    /// request heads.
+    http2: AtomicBool,
     opened: tokio::time::Instant,
+}
+
+/// Why a connection with nothing in flight is let go.
+#[derive(Debug, PartialEq)]
+enum Quiet {
+    /// No request for its time: closed gracefully.
+    Idle,
+    /// An HTTP/1 request head was not whole within its time: cut.
+    SlowHead,
 }
 
 impl Default for Activity {
@@ -551,6 +577,8 @@ impl Default for Activity {
                 last_progress: AtomicU64::new(0),
                 requests: std::sync::Mutex::new(Vec::new()),
                 last_write: AtomicU64::new(0),
+                head_since: AtomicU64::new(u64::MAX),
+                http2: AtomicBool::new(false),
                 opened: tokio::time::Instant::now(),
             }),
         }
@@ -560,8 +588,13 @@ impl Default for Activity {
 impl Activity {
     /// Marks a request as started; it ends when the returned guard drops
     /// (the guard rides on the response body, so streaming counts as busy).
-    fn begin(&self) -> Busy {
+    fn begin(&self, http2: bool) -> Busy {
         self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        // Its head is whole.
+        self.shared.head_since.store(u64::MAX, Ordering::Release);
+        if http2 {
+            self.shared.http2.store(true, Ordering::Release);
+        }
         // A started request also counts as activity for the idle clock.
         self.shared.mark_end();
         self.shared.mark_progress();
@@ -611,29 +644,55 @@ impl Activity {
     }
 
     /// Resolves once nothing has been in flight for `first` (before the
-    /// first request starts) or `then` (after it).
-    async fn idle(&self, first: Duration, then: Duration) {
+    /// first request starts) or `then` (after it): [`Quiet::Idle`]; or once
+    /// an HTTP/1 request head has been arriving for `head` without being
+    /// whole (a slowloris, the first request's or a later one's):
+    /// [`Quiet::SlowHead`]. While a head may start, the timer fires at least
+    /// every `head`, so a slow one is seen when its time is up.
+    async fn quiet(&self, first: Duration, then: Duration, head: Duration) -> Quiet {
         let shared = &self.shared;
+        let at = |ms: u64| shared.opened + Duration::from_millis(ms);
         let mut deadline = shared.opened + first;
         loop {
             tokio::time::sleep_until(deadline).await;
+            let now = tokio::time::Instant::now();
+            let heads = !shared.http2.load(Ordering::Acquire);
+            let check_by = if heads { then.min(head) } else { then };
             if shared.in_flight.load(Ordering::Acquire) > 0 {
-                deadline = tokio::time::Instant::now() + then;
+                deadline = now + check_by;
                 continue;
             }
-            let due = match shared.last_end.load(Ordering::Acquire) {
-                u64::MAX => shared.opened + first,
-                ended => shared.opened + Duration::from_millis(ended) + then,
+            let head_due = match shared.head_since.load(Ordering::Acquire) {
+                u64::MAX => None,
+                _ if !heads => None,
+                since => Some(at(since) + head),
             };
-            if tokio::time::Instant::now() >= due {
-                return;
+            if head_due.is_some_and(|due| now >= due) {
+                return Quiet::SlowHead;
             }
-            deadline = due;
+            let idle_due = match shared.last_end.load(Ordering::Acquire) {
+                u64::MAX => shared.opened + first,
+                ended => at(ended) + then,
+            };
+            if now >= idle_due {
+                return Quiet::Idle;
+            }
+            deadline = idle_due.min(head_due.unwrap_or(now + check_by));
         }
     }
 }
 
 impl ActivityShared {
+    /// Bytes came from the client: with nothing in flight, the first ones
+    /// start a request head's clock.
+    fn read(&self) {
+        if self.head_since.load(Ordering::Acquire) == u64::MAX
+            && self.in_flight.load(Ordering::Acquire) == 0
+        {
+            self.head_since.store(self.elapsed_ms(), Ordering::Release);
+        }
+    }
+
     fn mark_end(&self) {
         let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
         self.last_end.store(ms, Ordering::Release);
@@ -691,21 +750,28 @@ impl Drop for Busy {
 mod tests {
     use super::*;
 
-    /// Polls `idle` once it has had the chance to see the current time.
-    async fn idle_now(idle: &mut std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
-        tokio::time::timeout(Duration::ZERO, idle.as_mut())
-            .await
-            .is_ok()
+    /// Polls `watch` once it has had the chance to see the current time.
+    async fn idle_now<T>(watch: &mut std::pin::Pin<&mut impl Future<Output = T>>) -> bool {
+        ready_now(watch).await.is_some()
     }
+
+    async fn ready_now<T>(watch: &mut std::pin::Pin<&mut impl Future<Output = T>>) -> Option<T> {
+        tokio::time::timeout(Duration::ZERO, watch.as_mut())
+            .await
+            .ok()
+    }
+
+    /// A long enough head timeout not to matter.
+    const NO_HEAD: Duration = Duration::from_secs(3600);
 
     #[tokio::test(start_paused = true)]
     async fn a_busy_connection_is_not_idle_and_a_quiet_one_is() {
         let activity = Activity::default();
         let (first, then) = (Duration::from_secs(1), Duration::from_secs(10));
-        let idle = activity.idle(first, then);
+        let idle = activity.quiet(first, then, NO_HEAD);
         tokio::pin!(idle);
 
-        let busy = activity.begin();
+        let busy = activity.begin(false);
         tokio::time::advance(Duration::from_secs(30)).await;
         assert!(
             !idle_now(&mut idle).await,
@@ -735,7 +801,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(!idle_now(&mut stalled).await);
 
-        let mut busy = activity.begin();
+        let mut busy = activity.begin(false);
         busy.responding();
         for _ in 0..10 {
             tokio::time::advance(Duration::from_secs(3)).await;
@@ -752,7 +818,7 @@ mod tests {
         let stalled = activity.stalled(Duration::from_secs(5));
         tokio::pin!(stalled);
         assert!(!idle_now(&mut stalled).await);
-        let _uploading = activity.begin();
+        let _uploading = activity.begin(false);
         tokio::time::advance(Duration::from_secs(600)).await;
         assert!(
             !idle_now(&mut stalled).await,
@@ -767,9 +833,9 @@ mod tests {
         let stalled = activity.stalled(limit);
         tokio::pin!(stalled);
         assert!(!idle_now(&mut stalled).await);
-        let mut moving = activity.begin();
+        let mut moving = activity.begin(false);
         moving.responding();
-        let stuck = activity.begin();
+        let stuck = activity.begin(false);
         stuck.responding();
         // Bytes flow (the other stream): a slow, window-paced stream is
         // given STREAM_STALL times the limit...
@@ -794,10 +860,80 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_that_never_asks_is_idle_after_first() {
         let activity = Activity::default();
-        let idle = activity.idle(Duration::from_secs(1), Duration::from_secs(10));
+        let idle = activity.quiet(Duration::from_secs(1), Duration::from_secs(10), NO_HEAD);
         tokio::pin!(idle);
         assert!(!idle_now(&mut idle).await);
         tokio::time::advance(Duration::from_millis(1001)).await;
         assert!(idle_now(&mut idle).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_head_not_whole_in_time_is_a_slow_head_the_first_or_a_later_one() {
+        let activity = Activity::default();
+        let (first, then, head) = (
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            Duration::from_secs(10),
+        );
+        let quiet = activity.quiet(first, then, head);
+        tokio::pin!(quiet);
+
+        // The first request's head, whole in time.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        activity.shared.read();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let busy = activity.begin(false);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        drop(busy);
+        // A kept-alive connection waits for its next request for `then`,
+        // not `head`...
+        tokio::time::advance(Duration::from_secs(25)).await;
+        assert_eq!(ready_now(&mut quiet).await, None, "cut while idle");
+        // ...but a head that starts arriving must be whole within `head`.
+        activity.shared.read();
+        tokio::time::advance(Duration::from_secs(9)).await;
+        activity.shared.read();
+        assert_eq!(ready_now(&mut quiet).await, None, "cut before `head`");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(ready_now(&mut quiet).await, Some(Quiet::SlowHead));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_while_a_request_is_in_flight_or_on_http2_are_no_head() {
+        let activity = Activity::default();
+        let quiet = activity.quiet(
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            Duration::from_secs(10),
+        );
+        tokio::pin!(quiet);
+        let busy = activity.begin(false);
+        // A request body trickling in is not a head.
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            activity.shared.read();
+        }
+        drop(busy);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(ready_now(&mut quiet).await, None, "a body taken for a head");
+
+        // HTTP/2 frames between requests are no head either: only idle counts.
+        let activity = Activity::default();
+        let quiet = activity.quiet(
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            Duration::from_secs(10),
+        );
+        tokio::pin!(quiet);
+        drop(activity.begin(true));
+        activity.shared.read();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(
+            ready_now(&mut quiet).await,
+            None,
+            "HTTP/2 frames taken for a head"
+        );
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(ready_now(&mut quiet).await, Some(Quiet::Idle));
     }
 }

@@ -160,6 +160,99 @@ async fn a_connection_that_sends_nothing_is_closed() {
     assert_eq!(n, 0, "expected the proxy to close the silent connection");
 }
 
+/// Reads one whole answer from the upstream's test page off `stream`.
+async fn read_answer(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = within(stream.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "closed before answering");
+        got.extend_from_slice(&buf[..n]);
+        if got.ends_with(b"hello from upstream") {
+            return got;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_later_request_too_slow_to_send_its_headers_is_cut_off_too() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(
+        &upstream,
+        "",
+        "[server]\nheader_timeout = \"300ms\"\nidle_timeout = \"60s\"",
+    )
+    .await;
+
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_answer(&mut stream).await;
+    // The second request's head trickles in and never ends: cut after
+    // header_timeout, long before idle_timeout.
+    stream
+        .write_all(b"GET /second HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let cut = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if stream.write_all(b"X-A: b\r\n").await.is_err() {
+                return;
+            }
+            let mut buf = [0u8; 512];
+            match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(_)) | Err(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        cut.is_ok(),
+        "a trickling head was held for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        upstream.seen().len(),
+        1,
+        "the unfinished request was forwarded"
+    );
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_may_pause_longer_than_header_timeout_before_its_next_request() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(
+        &upstream,
+        "",
+        "[server]\nheader_timeout = \"300ms\"\nidle_timeout = \"20s\"",
+    )
+    .await;
+
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_answer(&mut stream).await;
+    // The pause between requests is idle_timeout's, as nginx's keepalive_timeout.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    stream
+        .write_all(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let second = read_answer(&mut stream).await;
+    assert!(
+        second.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&second)
+    );
+    assert_eq!(upstream.seen().len(), 2);
+}
+
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_its_timeout() {
     let upstream = Upstream::start().await;
