@@ -11,6 +11,7 @@
 //! of them (any case, `_` for `-`) is dropped. This module imports nothing
 //! of the proxy's: many modules need [`Peer`].
 
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -269,11 +270,17 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
 /// to what the client used; whatever arrived under these names was removed
 /// before.
 pub fn set(headers: &mut HeaderMap, peer: Peer, host: Option<&HeaderValue>) {
-    let chain = match peer.via {
-        Some(via) => format!("{}, {via}", peer.addr.ip()),
-        None => peer.addr.ip().to_string(),
+    // Written on the stack (two IPv6 addresses fit): the header value is
+    // the request's only copy.
+    const ROOM: usize = 100;
+    let mut text = [0u8; ROOM];
+    let mut rest = &mut text[..];
+    let written = match peer.via {
+        Some(via) => write!(rest, "{}, {via}", peer.addr.ip()),
+        None => write!(rest, "{}", peer.addr.ip()),
     };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
+    let len = ROOM - rest.len();
+    if let (Ok(()), Ok(value)) = (written, HeaderValue::from_bytes(&text[..len])) {
         headers.insert(&X_FORWARDED_FOR, value);
     }
     let proto = if peer.tls { "https" } else { "http" };

@@ -36,14 +36,15 @@ static END_TO_END: [HeaderName; 3] = [header::HOST, header::CONTENT_LENGTH, head
 /// Removes every hop-by-hop header, including those listed in `Connection`
 /// (except the message's own [`END_TO_END`] headers).
 pub fn strip(headers: &mut HeaderMap) {
-    // Collect the names first: `Connection` itself is removed below.
+    // Collect the names first: `Connection` itself is removed below. The
+    // usual `keep-alive` is on the fixed list: nothing to collect.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| !END_TO_END.contains(name))
+        .filter(|name| !END_TO_END.contains(name) && !HOP_BY_HOP.contains(name))
         .collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);

@@ -86,6 +86,10 @@ pub fn canonical(path: &str) -> Result<Cow<'_, str>, Refused> {
     let mut reading: Cow<'_, [u8]> = Cow::Borrowed(path.as_bytes());
     for round in 0..=MAX_DECODINGS {
         check_reading(&reading, slashes)?;
+        // Nothing left to decode (most paths, at once): no copy to compare.
+        if !reading.contains(&b'%') {
+            return Ok(path);
+        }
         let next = percent_decode(&reading);
         if next == *reading {
             return Ok(path);

@@ -30,7 +30,9 @@ pub struct Upstream {
     connector: HttpsConnector<HttpConnector>,
     /// The connector's target: the upstream's scheme and authority.
     origin: Uri,
-    authority: Authority,
+    /// The upstream's authority as the `Host` it gets (unless
+    /// `preserve_host`); made once, cloned by reference count.
+    host: HeaderValue,
     /// The upstream URL's path without its trailing slash; prefixed to every path.
     prefix: String,
     timeout: Duration,
@@ -113,11 +115,12 @@ impl Upstream {
             .path_and_query("/")
             .build()
             .map_err(|_| bad_authority())?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad_authority())?;
         Ok(Upstream {
             pool: Pool::new(config.pool_max_idle, config.pool_idle_timeout),
             connector,
             origin,
-            authority,
+            host,
             prefix: url.path().trim_end_matches('/').to_owned(),
             timeout: config.timeout,
             preserve_host: config.preserve_host,
@@ -292,11 +295,7 @@ impl Upstream {
         crate::forwarded::set(headers, peer, client_host.as_ref());
         match (&client_host, self.preserve_host) {
             (Some(host), true) => headers.insert(header::HOST, host.clone()),
-            _ => headers.insert(
-                header::HOST,
-                HeaderValue::from_str(self.authority.as_str())
-                    .map_err(|_| ProxyError::BadRequest("bad upstream host\n"))?,
-            ),
+            _ => headers.insert(header::HOST, self.host.clone()),
         };
         if let Some(protocol) = upgrade {
             hop::set_upgrade(headers, protocol);
