@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -86,11 +86,21 @@ impl Body for Outgoing {
 /// during the owner's poll are only noted, and [`Link::drive`] polls again
 /// at once instead; wakes from outside (the socket became ready) go to the
 /// task.
+///
+/// Whether the owner is polling is one atomic state that a wake moves
+/// from `POLLING` to `MISSED` and the owner swaps back to `IDLE`: a wake
+/// from another thread as a poll ends is either seen by the owner or
+/// passed to the task. (Two flags, read and then written, lost such a
+/// wake now and then: a request then waited for the connection's next
+/// timer, seconds, under load.)
 struct Relay {
     task: futures_util::task::AtomicWaker,
-    polling: AtomicBool,
-    missed: AtomicBool,
+    state: AtomicU8,
 }
+
+const IDLE: u8 = 0;
+const POLLING: u8 = 1;
+const MISSED: u8 = 2;
 
 impl std::task::Wake for Relay {
     fn wake(self: Arc<Self>) {
@@ -98,10 +108,13 @@ impl std::task::Wake for Relay {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.polling.load(Ordering::SeqCst) {
-            self.missed.store(true, Ordering::SeqCst);
-        } else {
-            self.task.wake();
+        match self
+            .state
+            .compare_exchange(POLLING, MISSED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            // Noted: the owner polls again.
+            Ok(_) | Err(MISSED) => {}
+            Err(_) => self.task.wake(),
         }
     }
 }
@@ -131,8 +144,7 @@ impl Link {
         let (sender, conn) = http1::handshake(io).await?;
         let relay = Arc::new(Relay {
             task: futures_util::task::AtomicWaker::new(),
-            polling: AtomicBool::new(false),
-            missed: AtomicBool::new(false),
+            state: AtomicU8::new(IDLE),
         });
         Ok(Link {
             sender,
@@ -156,11 +168,10 @@ impl Link {
         let waker = self.waker.clone();
         let mut inner = Context::from_waker(&waker);
         for _ in 0..4 {
-            self.relay.missed.store(false, Ordering::SeqCst);
-            self.relay.polling.store(true, Ordering::SeqCst);
+            self.relay.state.store(POLLING, Ordering::SeqCst);
             let out = step(self, &mut inner);
-            self.relay.polling.store(false, Ordering::SeqCst);
-            if out.is_ready() || !self.relay.missed.load(Ordering::SeqCst) {
+            let missed = self.relay.state.swap(IDLE, Ordering::AcqRel) == MISSED;
+            if out.is_ready() || !missed {
                 return out;
             }
         }
