@@ -544,8 +544,14 @@ struct ActivityShared {
     /// Milliseconds after `opened` of the last sign of life of a request:
     /// its start or end, or a response body asked for more.
     last_progress: AtomicU64,
-    /// Each request in flight's own last sign of life (HTTP/2 carries many:
-    /// one stream left without a window while others move is a stall too).
+    /// The first request in flight's own last sign of life (ms after
+    /// `opened`; `u64::MAX` until its response starts, and while free). An
+    /// HTTP/1 connection never has another, so a request costs no
+    /// allocation and no lock here.
+    first: AtomicU64,
+    first_taken: AtomicBool,
+    /// Each further request in flight's own (HTTP/2 carries many: one
+    /// stream left without a window while others move is a stall too).
     requests: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
     /// Milliseconds after `opened` of the last write to the client that
     /// took bytes.
@@ -575,6 +581,8 @@ impl Default for Activity {
                 in_flight: AtomicUsize::new(0),
                 last_end: AtomicU64::new(u64::MAX),
                 last_progress: AtomicU64::new(0),
+                first: AtomicU64::new(u64::MAX),
+                first_taken: AtomicBool::new(false),
                 requests: std::sync::Mutex::new(Vec::new()),
                 last_write: AtomicU64::new(0),
                 head_since: AtomicU64::new(u64::MAX),
@@ -599,10 +607,21 @@ impl Activity {
         self.shared.mark_end();
         self.shared.mark_progress();
         // u64::MAX until the response starts (see `Busy::responding`).
-        let own = Arc::new(AtomicU64::new(u64::MAX));
-        if let Ok(mut requests) = self.shared.requests.lock() {
-            requests.push(own.clone());
-        }
+        let first = self.shared.first_taken.compare_exchange(
+            false,
+            true,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        let own = if first.is_ok() {
+            Own::First
+        } else {
+            let own = Arc::new(AtomicU64::new(u64::MAX));
+            if let Ok(mut requests) = self.shared.requests.lock() {
+                requests.push(own.clone());
+            }
+            Own::Listed(own)
+        };
         Busy {
             shared: self.shared.clone(),
             own,
@@ -623,12 +642,13 @@ impl Activity {
             tokio::time::sleep_until(deadline).await;
             let now = tokio::time::Instant::now();
             // The response that has gone longest without being asked for more.
-            let oldest = shared.requests.lock().ok().and_then(|r| {
-                r.iter()
-                    .map(|p| p.load(Ordering::Acquire))
-                    .filter(|&ms| ms != u64::MAX)
-                    .min()
-            });
+            let first = shared.first.load(Ordering::Acquire);
+            let listed = shared
+                .requests
+                .lock()
+                .ok()
+                .and_then(|r| r.iter().map(|p| p.load(Ordering::Acquire)).min());
+            let oldest = Some(first.min(listed.unwrap_or(u64::MAX))).filter(|&ms| ms != u64::MAX);
             let Some(oldest) = oldest else {
                 deadline = now + limit;
                 continue;
@@ -711,14 +731,30 @@ impl ActivityShared {
 /// A request in flight; dropping it ends the request.
 struct Busy {
     shared: Arc<ActivityShared>,
-    /// This request's own last sign of life (ms after the connection opened).
-    own: Arc<AtomicU64>,
+    /// Where this request's own last sign of life is kept (ms after the
+    /// connection opened).
+    own: Own,
+}
+
+enum Own {
+    /// The connection's `first` slot.
+    First,
+    /// One of its further `requests`.
+    Listed(Arc<AtomicU64>),
 }
 
 impl Busy {
+    fn own(&self) -> &AtomicU64 {
+        match &self.own {
+            Own::First => &self.shared.first,
+            Own::Listed(own) => own,
+        }
+    }
+
     /// The response head is ready: from now on it is being sent.
     fn responding(&self) {
-        self.own.store(self.shared.elapsed_ms(), Ordering::Release);
+        self.own()
+            .store(self.shared.elapsed_ms(), Ordering::Release);
     }
 }
 
@@ -728,7 +764,7 @@ impl Watch for Busy {
     // poll that finds nothing from a silent upstream is no progress.
     fn data(&mut self, _len: usize) {
         let ms = self.shared.elapsed_ms();
-        self.own.store(ms, Ordering::Release);
+        self.own().store(ms, Ordering::Release);
         self.shared.last_progress.store(ms, Ordering::Release);
     }
 }
@@ -737,9 +773,18 @@ impl Drop for Busy {
     fn drop(&mut self) {
         self.shared.mark_end();
         self.shared.mark_progress();
-        if let Ok(mut requests) = self.shared.requests.lock() {
-            if let Some(at) = requests.iter().position(|r| Arc::ptr_eq(r, &self.own)) {
-                requests.swap_remove(at);
+        match &self.own {
+            Own::First => {
+                // Free again, and showing no response, before it is taken.
+                self.shared.first.store(u64::MAX, Ordering::Release);
+                self.shared.first_taken.store(false, Ordering::Release);
+            }
+            Own::Listed(own) => {
+                if let Ok(mut requests) = self.shared.requests.lock() {
+                    if let Some(at) = requests.iter().position(|r| Arc::ptr_eq(r, own)) {
+                        requests.swap_remove(at);
+                    }
+                }
             }
         }
         self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
