@@ -34,6 +34,10 @@ struct Doc {
 
 const AUTO: &str = "void 0";
 
+/// Not a header: the corpus app sends that document's body in UTF-16LE,
+/// after its byte-order mark.
+const ENCODE: &str = "x-corpus-encode";
+
 /// Pages the proxy may end early (text a browser may read as markup, with
 /// a `<` in it: a CDATA section, a text-only element after SVG or MathML):
 /// the browser may never finish loading them; it gets a moment, then moves
@@ -55,6 +59,7 @@ const CONTROLS: &[&str] = &[
     "selfclosed-svg-style-comment",
     "svg-style-comment-preload",
     "annotation-xml-charref-encoding",
+    "iso-2022-jp-meta",
 ];
 
 const CORPUS: &[Doc] = &[
@@ -190,6 +195,15 @@ const CORPUS: &[Doc] = &[
         html: "<math><annotation-xml encoding=&#116;ext/html><style><!--</style>\
                <iframe referrerpolicy=unsafe-url src=\"FOREIGN/r17-charref\"></iframe>-->",
         headers: &[],
+        actions: &[CUT],
+    },
+    // Review 17: with no charset in the Content-Type, Chromium follows the
+    // <meta>; in ISO-2022-JP, `ESC $ B <!-- ESC ( B` is two kanji.
+    Doc {
+        name: "iso-2022-jp-meta",
+        html: "<!doctype html><meta charset=iso-2022-jp><title>jis</title>\x1b$B<!--\x1b(B\
+               <img referrerpolicy=unsafe-url src=\"FOREIGN/r17-jis.png\">-->",
+        headers: &[("content-type", "text/html")],
         actions: &[CUT],
     },
     Doc {
@@ -381,8 +395,9 @@ const CORPUS: &[Doc] = &[
         name: "utf16-bom",
         html: "<html><head><meta name=referrer content=unsafe-url></head><body><img src=\"FOREIGN/utf16-img.png\">\
                <a id=a href=\"/own\" ping=\"FOREIGN/utf16-ping\">a</a>",
-        headers: &[("content-type", "text/html; charset=utf-8")],
-        actions: &["document.getElementById('a') && document.getElementById('a').click()"],
+        headers: &[("content-type", "text/html; charset=utf-8"), (ENCODE, "utf-16le")],
+        // The proxy ends it, empty, at the byte-order mark.
+        actions: &[CUT],
     },
     Doc {
         name: "cached-redirect-1",
@@ -505,15 +520,28 @@ fn corpus_page(
         .and_then(|n| CORPUS.iter().find(|d| d.name == n));
     match (path, doc) {
         (_, Some(doc)) => {
-            let html = format!(
-                "<!doctype html><title>{}</title>{}",
-                doc.name,
-                fill(doc.html, foreign, proxy_port)
-            );
-            resp = Response::new(full(html));
-            for (name, value) in doc.headers {
+            // A document with a Content-Type of its own is served exactly
+            // as written (an XML one must stay well-formed); the others as
+            // HTML, titled with their name.
+            let own_type = doc.headers.iter().any(|(n, _)| *n == "content-type");
+            let html = fill(doc.html, foreign, proxy_port);
+            let html = if own_type {
+                html
+            } else {
+                format!("<!doctype html><title>{}</title>{html}", doc.name)
+            };
+            let body = if doc.headers.contains(&(ENCODE, "utf-16le")) {
+                let mut bytes = vec![0xFF, 0xFE];
+                bytes.extend(html.encode_utf16().flat_map(u16::to_le_bytes));
+                bytes
+            } else {
+                html.into_bytes()
+            };
+            resp = Response::new(full(body));
+            // Appended: a document may send a header twice.
+            for (name, value) in doc.headers.iter().filter(|(n, _)| *n != ENCODE) {
                 resp.headers_mut()
-                    .insert(*name, fill(value, foreign, proxy_port).parse().unwrap());
+                    .append(*name, fill(value, foreign, proxy_port).parse().unwrap());
             }
         }
         ("/go-away", _) => {
@@ -555,8 +583,10 @@ fn corpus_page(
         }
         _ => resp = Response::new(full("<!doctype html><p>landed</p>")),
     }
-    resp.headers_mut()
-        .insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+    if !resp.headers().contains_key("content-type") {
+        resp.headers_mut()
+            .insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+    }
     resp
 }
 
