@@ -60,6 +60,8 @@ const CONTROLS: &[&str] = &[
     "svg-style-comment-preload",
     "annotation-xml-charref-encoding",
     "iso-2022-jp-meta",
+    "charset-decoy-in-quotes",
+    "charset-with-spaces",
 ];
 
 const CORPUS: &[Doc] = &[
@@ -204,6 +206,24 @@ const CORPUS: &[Doc] = &[
         html: "<!doctype html><meta charset=iso-2022-jp><title>jis</title>\x1b$B<!--\x1b(B\
                <img referrerpolicy=unsafe-url src=\"FOREIGN/r17-jis.png\">-->",
         headers: &[("content-type", "text/html")],
+        actions: &[CUT],
+    },
+    // Review 18: a `;charset=` inside a quoted parameter is no parameter
+    // to Chromium, which reads the real one, ISO-2022-JP.
+    Doc {
+        name: "charset-decoy-in-quotes",
+        html: "<!doctype html><title>decoy</title>\x1b$B<!--\x1b(B\
+               <img referrerpolicy=unsafe-url src=\"FOREIGN/r18-decoy.png\">-->",
+        headers: &[("content-type", "text/html; x=\"a;charset=utf-8\"; charset=iso-2022-jp")],
+        actions: &[CUT],
+    },
+    // Review 18: `charset = utf-8` names no charset to Chromium, which
+    // then follows the page's <meta>.
+    Doc {
+        name: "charset-with-spaces",
+        html: "<!doctype html><meta charset=iso-2022-jp><title>spaces</title>\x1b$B<!--\x1b(B\
+               <img referrerpolicy=unsafe-url src=\"FOREIGN/r18-spaces.png\">-->",
+        headers: &[("content-type", "text/html; charset = utf-8")],
         actions: &[CUT],
     },
     Doc {

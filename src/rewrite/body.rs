@@ -56,26 +56,62 @@ impl Coding {
     }
 }
 
-/// The `charset` a response's `Content-Type` names, if any.
-fn charset_label(headers: &HeaderMap) -> Option<&str> {
-    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    content_type
-        .split(';')
-        .skip(1)
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
-        .map(|(_, v)| v.trim().trim_matches('"'))
+/// The `charset` a response's `Content-Type` names: `Ok(None)` for none,
+/// `Err` where a browser and this reader could disagree about it.
+///
+/// A browser reads the parameters as WHATWG MIME Sniffing §4.4 says: split
+/// at `;` outside quoted strings, a name up to `=` (`charset ` with a space
+/// is another name), the first `charset` only. Review 18 had `charset =
+/// utf-8`, a `;charset=` inside a quoted value and a second `charset` read
+/// one way here and the other by Chromium, and a page through unrewritten
+/// in ISO-2022-JP or UTF-16. So only the plain form is read: one
+/// `charset=label` (the label may be quoted), no other quote, no
+/// whitespace around its `=`; anything else is refused.
+fn charset_label(headers: &HeaderMap) -> Result<Option<&str>, ()> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(None);
+    };
+    let content_type = value.to_str().map_err(|_| ())?;
+    let mut label = None;
+    for param in content_type.split(';').skip(1) {
+        let param = param.trim_start_matches([' ', '\t', '\r', '\n']);
+        let (name, value) = param.split_once('=').unwrap_or((param, ""));
+        let is_charset = name.trim().eq_ignore_ascii_case("charset");
+        let plain_name = name.eq_ignore_ascii_case("charset");
+        if is_charset && (!plain_name || label.is_some()) {
+            return Err(());
+        }
+        if !is_charset {
+            if param.contains('"') {
+                return Err(());
+            }
+            continue;
+        }
+        let value = value.trim_end_matches([' ', '\t', '\r', '\n']);
+        let unquoted = match value.strip_prefix('"') {
+            Some(rest) => rest.strip_suffix('"').ok_or(())?,
+            None => value,
+        };
+        if unquoted.is_empty()
+            || unquoted.starts_with([' ', '\t'])
+            || unquoted.contains(['"', '\\'])
+        {
+            return Err(());
+        }
+        label = Some(unquoted);
+    }
+    Ok(label)
 }
 
 /// Whether the browser, not the response's headers, picks the page's
 /// character set (from a `<meta>`, or by guessing from its bytes).
 pub fn browser_picks_charset(headers: &HeaderMap) -> bool {
-    charset_label(headers).is_none()
+    matches!(charset_label(headers), Ok(None))
 }
 
 /// The character set a `text/html` response declares, if it can be rewritten.
 pub fn charset(headers: &HeaderMap) -> Option<&'static encoding_rs::Encoding> {
-    let label = charset_label(headers);
+    let label = charset_label(headers).ok()?;
     match label {
         // Without a label, lol_html starts as UTF-8 and follows <meta charset>.
         None => Some(encoding_rs::UTF_8),
@@ -333,5 +369,45 @@ mod tests {
         };
         assert!(browser_picks_charset(&headers("text/html")));
         assert!(!browser_picks_charset(&headers("text/html; charset=utf-8")));
+    }
+
+    /// Review 18: a `Content-Type` a browser reads differently (no
+    /// charset, or another one) is refused, never guessed.
+    #[test]
+    fn a_charset_written_so_that_readers_may_disagree_is_refused() {
+        let of = |ct: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            charset(&h)
+        };
+        for odd in [
+            "text/html; charset = utf-8",
+            "text/html; charset =utf-8",
+            "text/html; charset\t= utf-8",
+            "text/html; charset= utf-8",
+            "text/html; x=\"1\"; charset =utf-8",
+            "text/html; foo=\"a;charset=utf-8\"",
+            "text/html; x=\"a;charset=utf-8\"; charset=iso-2022-jp",
+            "text/html; charset=\"utf-8;charset=iso-2022-jp\"",
+            "text/html; charset = utf-8; charset=iso-2022-jp",
+            "text/html; charset=utf-8 ; charset=iso-2022-jp",
+            "text/html; charset=utf-8; charset=utf-8",
+            "text/html; charset=\"utf-8",
+            "text/html; charset=",
+        ] {
+            assert_eq!(of(odd), None, "{odd}");
+        }
+        for (plain, encoding) in [
+            ("text/html; charset=utf-8", encoding_rs::UTF_8),
+            ("text/html;charset=UTF-8", encoding_rs::UTF_8),
+            (
+                "text/html ; Charset=\"iso-8859-1\"",
+                encoding_rs::WINDOWS_1252,
+            ),
+            ("text/html; q=1; charset=utf-8 ", encoding_rs::UTF_8),
+            ("text/html", encoding_rs::UTF_8),
+        ] {
+            assert_eq!(of(plain), Some(encoding), "{plain}");
+        }
     }
 }
