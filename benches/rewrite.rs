@@ -20,7 +20,7 @@ use lol_html::send::{HtmlRewriter, Settings};
 
 use cloakroom::body::ProxyBody;
 use cloakroom::error::BoxError;
-use cloakroom::rewrite::body::{rewrite, Coding};
+use cloakroom::rewrite::body::{rewrite, Charset, Coding};
 use cloakroom::rewrite::html::rewrite_chunks;
 use cloakroom::rewrite::link::{rewrite_attribute, Carry, Origin, Ticket};
 
@@ -124,8 +124,10 @@ fn bench(c: &mut Criterion) {
             rewrite(
                 chunked_body(&page),
                 Coding::Identity,
-                encoding_rs::UTF_8,
-                true,
+                Charset {
+                    encoding: encoding_rs::UTF_8,
+                    declared: false,
+                },
                 origin.clone(),
                 ticket.clone(),
             )

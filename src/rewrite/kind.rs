@@ -16,7 +16,7 @@
 use http::header::{self, HeaderMap};
 use http::StatusCode;
 
-use super::body::{charset, Coding};
+use super::body::{charset, Charset, Coding};
 
 /// The verdict on one response body.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub enum Kind {
     /// No body a browser shows (HEAD, 204, 304, a redirect, an empty body).
     Nothing,
     /// HTML the rewriter reads: its coding and character set.
-    Html(Coding, &'static encoding_rs::Encoding),
+    Html(Coding, Charset),
     /// A format no browser renders as a document with links or policies.
     Inert,
     /// Cannot be made safe; the reason, for the log.
@@ -66,7 +66,7 @@ pub fn of(status: StatusCode, headers: &HeaderMap, head: bool) -> Kind {
         // XHTML is parsed by browsers as XML, not as the rewriter reads it
         // (`<noscript>`, `<textarea>` and CDATA sections differ).
         "text/html" => match (Coding::of(headers), charset(headers)) {
-            (Some(coding), Some(encoding)) => Kind::Html(coding, encoding),
+            (Some(coding), Some(charset)) => Kind::Html(coding, charset),
             (None, _) => Kind::Unsafe("HTML in a content coding the rewriter cannot undo"),
             (_, None) => Kind::Unsafe("HTML in a charset the rewriter cannot read"),
         },

@@ -51,9 +51,9 @@ pub fn for_url_mode(
     );
 
     let verdict = kind::of(resp.status(), resp.headers(), head);
-    let (coding, encoding, origin) = match (verdict, origin) {
+    let (coding, charset, origin) = match (verdict, origin) {
         (Kind::Nothing | Kind::Inert, _) => return resp,
-        (Kind::Html(coding, encoding), Some(origin)) => (coding, encoding, origin),
+        (Kind::Html(coding, charset), Some(origin)) => (coding, charset, origin),
         (Kind::Html(..), None) => return refuse(resp, "a page with no host to judge links by"),
         (Kind::Unsafe(why), _) => return refuse(resp, why),
     };
@@ -61,15 +61,7 @@ pub fn for_url_mode(
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::CONTENT_ENCODING);
     parts.headers.remove(header::ETAG);
-    let browser_picks = self::body::browser_picks_charset(&parts.headers);
-    let body = self::body::rewrite(
-        body,
-        coding,
-        encoding,
-        browser_picks,
-        origin.clone(),
-        ticket.clone(),
-    );
+    let body = self::body::rewrite(body, coding, charset, origin.clone(), ticket.clone());
     Response::from_parts(parts, body)
 }
 
